@@ -39,7 +39,7 @@ check-readme: setup
 	@$(BIN)/python .ci/check_unchanged.py "docs/readme.py (README.md must match nbs/index.ipynb)" -- $(BIN)/python docs/readme.py
 
 nbtest: setup
-	$(BIN)/nbdev-test --n_workers 2
+	$(BIN)/nbdev-test --n-workers 2
 
 pytest: setup
 	$(BIN)/python -m pytest -n 2 -q

@@ -6,6 +6,10 @@ from gumbel_tut.relax import *
 from gumbel_tut.estimators import *
 from gumbel_tut.data import *
 from gumbel_tut.vae import *
+from gumbel_tut import gumbel, relax, estimators, data, vae
+
+# Re-export every chapter's public names, so `from gumbel_tut import *` works too.
+__all__ = [name for module in (gumbel, relax, estimators, data, vae) for name in module.__all__]
 ```"""
 
 __version__ = "0.0.1"
@@ -16,9 +20,13 @@ __version__ = "0.0.1"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #245fe1bb
+# %% ../nbs/index.ipynb #1477c552
 from .gumbel import *
 from .relax import *
 from .estimators import *
 from .data import *
 from .vae import *
+from . import gumbel, relax, estimators, data, vae
+
+# Re-export every chapter's public names, so `from gumbel_tut import *` works too.
+__all__ = [name for module in (gumbel, relax, estimators, data, vae) for name in module.__all__]
