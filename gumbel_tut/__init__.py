@@ -1,17 +1,3 @@
-"""Differentiable sampling from categorical distributions: a read-along tutorial and a library
-
-```python
-from gumbel_tut.gumbel import *
-from gumbel_tut.relax import *
-from gumbel_tut.estimators import *
-from gumbel_tut.data import *
-from gumbel_tut.vae import *
-from gumbel_tut import gumbel, relax, estimators, data, vae
-
-# Re-export every chapter's public names, so `from gumbel_tut import *` works too.
-__all__ = [name for module in (gumbel, relax, estimators, data, vae) for name in module.__all__]
-```"""
-
 __version__ = "0.0.1"
 """Docs: https://gumbel-tut.github.io/gumbel_tut/index.html.md"""
 
@@ -21,12 +7,12 @@ __version__ = "0.0.1"
 __all__ = []
 
 # %% ../nbs/index.ipynb #1477c552
-from .gumbel import *
-from .relax import *
-from .estimators import *
-from .data import *
-from .vae import *
-from . import gumbel, relax, estimators, data, vae
+from gumbel_tut.gumbel import *
+from gumbel_tut.relax import *
+from gumbel_tut.estimators import *
+from gumbel_tut.data import *
+from gumbel_tut.vae import *
+from gumbel_tut import gumbel, relax, estimators, data, vae
 
 # Re-export every chapter's public names, so `from gumbel_tut import *` works too.
 __all__ = [name for module in (gumbel, relax, estimators, data, vae) for name in module.__all__]
