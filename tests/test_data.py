@@ -446,3 +446,14 @@ def test_batches_options_and_errors():
     torch.manual_seed(0); expected = torch.rand(2)
     torch.manual_seed(0); list(batches(x, 100, generator=torch.Generator().manual_seed(0), dynamic=True))
     assert torch.equal(torch.rand(2), expected)  # the global RNG is untouched
+
+
+def test_fashion_mnist_default_folder_is_used(tmp_path, monkeypatch):
+    "Both branches run on every machine: a stand-in package folder is found, a missing one names the package."
+    import gumbel_tut.data as data
+    monkeypatch.setattr(data, 'FASHION_MNIST_DIR', make_folder(tmp_path / 'fashion'))
+    s = load_dataset('fashion-mnist', valid_size=10)
+    assert s.name == 'fashion-mnist' and s.classes[0] == 'T-shirt/top' and len(s.test) == 12
+    monkeypatch.setattr(data, 'FASHION_MNIST_DIR', tmp_path / 'not-installed')
+    with pytest.raises(DatasetNotFoundError, match='sudo apt-get install dataset-fashion-mnist'):
+        load_dataset('fashion-mnist')
