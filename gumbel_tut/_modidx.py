@@ -185,4 +185,5 @@ d = { 'settings': { 'branch': 'main',
                                 'gumbel_tut.vae.parse_latent': ('vae.html#parse_latent', 'gumbel_tut/vae.py'),
                                 'gumbel_tut.vae.save_checkpoint': ('vae.html#save_checkpoint', 'gumbel_tut/vae.py'),
                                 'gumbel_tut.vae.train_vae': ('vae.html#train_vae', 'gumbel_tut/vae.py'),
+                                'gumbel_tut.vae.vae_cli': ('vae.html#vae_cli', 'gumbel_tut/vae.py'),
                                 'gumbel_tut.vae.vae_loss': ('vae.html#vae_loss', 'gumbel_tut/vae.py')}}}

@@ -1,0 +1,215 @@
+"Tests of chapter 4 (gumbel_tut.vae): resume, checkpoints, NaN handling, the CLI, the evaluation bounds, bad arguments."
+import itertools, json, math, os, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gumbel_tut.vae as vae
+from gumbel_tut.data import load_dataset
+from gumbel_tut.vae import (CategoricalVAE, NonFiniteLossError, bernoulli_nll, categorical_kl, evaluate_hard,
+                            load_checkpoint, parse_latent, save_checkpoint, train_vae, vae_cli)
+
+SMALL = dict(latent='4x5', hidden='64,32', iw_samples=20, valid_samples=2, progress=False, threads=1)
+TIMING = ('seconds', 'eval_seconds', 'seconds_per_epoch')
+
+
+@pytest.fixture(scope='module')
+def digits(): return load_dataset('digits')
+
+
+def _strip(d): return {k: v for k, v in d.items() if k not in TIMING and k != 'config'}
+
+
+@pytest.mark.parametrize('estimator', ['gs', 'reinforce-ma'])  # reinforce-ma: the moving-average baseline must resume too
+def test_resume_is_bit_identical(tmp_path, digits, estimator):
+    full = train_vae(digits, estimator=estimator, epochs=4, out=tmp_path / 'full', **SMALL)
+    train_vae(digits, estimator=estimator, epochs=2, out=tmp_path / 'part', **SMALL)
+    part = train_vae(digits, estimator=estimator, epochs=4, out=tmp_path / 'part', resume=True, **SMALL)
+    a, b = load_checkpoint(tmp_path / 'full' / 'checkpoint.pt'), load_checkpoint(tmp_path / 'part' / 'checkpoint.pt')
+    for key in ('model', 'best_state'):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]: assert torch.equal(a[key][k], b[key][k]), (key, k)
+    for k in full.model.state_dict(): assert torch.equal(full.model.state_dict()[k], part.model.state_dict()[k])
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    for i in sa:
+        for k in sa[i]: assert torch.equal(sa[i][k], sb[i][k])
+    assert torch.equal(a['noise_rng'], b['noise_rng']) and a['step'] == b['step'] == 48
+    assert a['estimator_state'] == b['estimator_state']
+    assert [_strip(r) for r in full.history] == [_strip(r) for r in part.history]
+    assert _strip(full.metrics) == _strip(part.metrics)
+    ja, jb = (json.loads((tmp_path / d / 'metrics.json').read_text()) for d in ('full', 'part'))
+    assert _strip(ja) == _strip(jb) and ja['epochs'] == 4
+    rows = (tmp_path / 'part' / 'metrics.csv').read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith('epoch,')
+
+
+def test_checkpoint_weights_only_and_atomic(tmp_path, digits, monkeypatch):
+    train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    path = tmp_path / 'checkpoint.pt'
+    ck = torch.load(path, weights_only=True)  # plain tensors and containers: no pickled code
+    assert {'model', 'optimizer', 'noise_rng', 'torch_rng', 'best_state', 'bad_epochs', 'step', 'epoch', 'config'} <= ck.keys()
+    assert not list(tmp_path.glob('*.tmp'))
+    before = path.read_bytes()
+
+    def crash(obj, f, *a, **k):  # a writer that dies half way through
+        f.write(b'partial'); raise OSError('disk full')
+    monkeypatch.setattr(torch, 'save', crash)
+    with pytest.raises(OSError): save_checkpoint({'x': torch.ones(3)}, path)
+    assert path.read_bytes() == before  # the old checkpoint is untouched
+    monkeypatch.undo()
+    save_checkpoint({'x': torch.ones(3)}, path)
+    assert torch.equal(load_checkpoint(path)['x'], torch.ones(3))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits, monkeypatch):
+    calls = itertools.count()
+    real = vae.vae_loss
+    def poisoned(*a, **k):  # the 25th step (epoch 3: 12 steps per epoch) returns a NaN loss
+        out = real(*a, **k)
+        if next(calls) == 24: out['loss'] = out['loss'] * float('nan')
+        return out
+    monkeypatch.setattr(vae, 'vae_loss', poisoned)
+    with pytest.raises(NonFiniteLossError, match=r'epoch 3.*last good checkpoint \(epoch 2\)'):
+        train_vae(digits, epochs=5, out=tmp_path, **SMALL)
+    ck = load_checkpoint(tmp_path / 'checkpoint.pt')
+    assert ck['epoch'] == 2 and ck['step'] == 24
+    assert all(torch.isfinite(v).all() for v in ck['model'].values())
+    assert len((tmp_path / 'metrics.csv').read_text().splitlines()) == 3
+    monkeypatch.undo()  # the kept checkpoint resumes normally
+    run = train_vae(digits, epochs=3, out=tmp_path, resume=True, **SMALL)
+    assert run.metrics['epochs'] == 3 and math.isfinite(run.metrics['test_nll_iw'])
+
+
+def _script():
+    exe = Path(sys.executable).with_name('gumbel-tut-vae')
+    return str(exe) if exe.exists() else shutil.which('gumbel-tut-vae')
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / 'run'
+    r = subprocess.run([_script(), '--data', 'digits', '--estimator', 'st-gs', '--latent', '4x5', '--hidden', '64,32',
+                        '--epochs', '2', '--iw-samples', '20', '--seed', '3', '--out', str(out), '--quiet', '--threads', '1'],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / 'metrics.json').read_text())
+    for k in ('test_neg_elbo_hard', 'test_nll_iw', 'epochs', 'seconds'): assert k in m
+    assert m['epochs'] == 2 and m['config']['estimator'] == 'st-gs' and m['config']['seed'] == 3
+    assert 0 < m['test_nll_iw'] < 64 * math.log(2) + 1  # below a uniform model plus slack... well below, in fact
+    assert len((out / 'metrics.csv').read_text().splitlines()) == 3
+    assert 'test -log p(x)' in r.stdout
+    # the same directory again without --resume is refused (nothing overwritten), with a clear message
+    r2 = subprocess.run([_script(), '--epochs', '1', '--out', str(out), '--quiet'], capture_output=True, text=True, timeout=120)
+    assert r2.returncode != 0 and '--resume' in r2.stderr
+
+
+def test_cli_in_process(tmp_path, capsys):
+    run = vae_cli(data='digits', estimator='gumbel-rao', latent='4x5', hidden='64,32', epochs=1, iw_samples=10,
+                  out=str(tmp_path), quiet=True, threads=1)
+    assert run.metrics['epochs'] == 1 and (tmp_path / 'metrics.json').exists()
+    assert 'test -ELBO (hard)' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('args,msg', [
+    (['--latent', '8x0'], 'K >= 2'), (['--latent', '0x10'], 'N >= 1'), (['--latent', 'eight'], 'NxK'),
+    (['--estimator', 'nope'], 'unknown estimator'), (['--epochs', '0'], 'epochs'), (['--hidden', '512,-1'], 'hidden'),
+    (['--kl', 'relaxed', '--estimator', 'st'], 'relaxed'), (['--lr', '-1'], 'lr'), (['--data', '/no/such/folder'], 'no/such'),
+    (['--binarize', 'maybe'], 'binarize'), (['--kl', 'approx'], 'kl'),
+])
+def test_cli_bad_args(tmp_path, args, msg):
+    with pytest.raises(SystemExit, match=msg):
+        vae_cli(**{'epochs': 1, **_kwargs(args)}, out=str(tmp_path / 'x'), quiet=True)
+    assert not (tmp_path / 'x' / 'checkpoint.pt').exists()
+
+
+def _kwargs(args):
+    kw = {a[2:].replace('-', '_'): v for a, v in zip(args[::2], args[1::2])}
+    for k, t in (('epochs', int), ('lr', float)):
+        if k in kw: kw[k] = t(kw[k])
+    return kw
+
+
+def test_cli_bad_arg_subprocess():
+    r = subprocess.run([_script(), '--latent', '8x0'], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "K >= 2" in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_resume_errors(tmp_path, digits):
+    with pytest.raises(FileNotFoundError, match='no checkpoint'): train_vae(digits, epochs=1, out=tmp_path, resume=True, **SMALL)
+    with pytest.raises(ValueError, match='needs out'): train_vae(digits, epochs=1, resume=True, **SMALL)
+    train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    with pytest.raises(FileExistsError, match='resume'): train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    with pytest.raises(ValueError, match='other settings.*estimator'):
+        train_vae(digits, estimator='st', epochs=2, out=tmp_path, resume=True, **SMALL)
+
+
+def test_parse_latent():
+    assert parse_latent('8x10') == (8, 10) and parse_latent(' 30X10 ') == (30, 10) and parse_latent((2, 3)) == (2, 3)
+    for bad in ('8x0', '8x1', '0x10', '8x', 'x10', '8*10', '', (8,), (8, 1.5), (True, 3)):
+        with pytest.raises(ValueError, match='latent'): parse_latent(bad)
+
+
+def _enumerate(model, x):
+    "Exact -log p(x), exact -ELBO, and the moments the Monte Carlo estimates need, by summing over every z."
+    n, k = model.n_latent, model.n_categories
+    idx = torch.tensor(list(itertools.product(range(k), repeat=n)))           # [k^n, n]
+    z = F.one_hot(idx, k).float()                                             # [k^n, n, k]
+    with torch.no_grad():
+        log_q = model.encode(x)                                               # [b, n, k]
+        log_p = model.prior_log_probs()
+        log_px = -bernoulli_nll(model.decode(z)[:, None], x)                  # [k^n, b]
+        log_qz = log_q[:, torch.arange(n), idx].sum(-1).T                     # [k^n, b]
+        log_pz = log_p[torch.arange(n), idx].sum(-1)[:, None]
+    q = log_qz.exp()
+    nll = -torch.logsumexp(log_px + log_pz, 0)                                # [b]
+    kl = categorical_kl(log_q, log_p)
+    neg_elbo = -(q * log_px).sum(0) + kl
+    var_rec = (q * (log_px + (neg_elbo - kl)) ** 2).sum(0)                    # Var_q[log p(x|z)]
+    w = (log_px + log_pz - log_qz + nll).exp()                                # w / p(x): mean 1 under q
+    var_w = (q * (w - 1) ** 2).sum(0)                                         # Var_q[w / p(x)]
+    return nll, neg_elbo, var_rec, var_w
+
+
+def test_evaluate_hard_against_exact_enumeration(digits):
+    "A 3x4 latent has 64 codes: the exact -log p(x) and -ELBO bracket the estimates, within Monte Carlo error."
+    torch.manual_seed(0)
+    model = CategoricalVAE(64, '3x4', (32,), learn_prior=True)
+    with torch.no_grad(): model.prior_logits.normal_()
+    x = digits.test.x[:100]
+    m = 1000
+    nll, neg_elbo, var_rec, var_w = _enumerate(model, x)
+    est = evaluate_hard(model, x, m, generator=torch.Generator().manual_seed(1), max_rows=5000)
+    b = len(x)
+    # the hard -ELBO estimate: mean of m i.i.d. terms per image; z-test against the exact value
+    se_elbo = (var_rec.sum() / m).sqrt() / b
+    assert abs(est['neg_elbo_hard'] - neg_elbo.mean().item()) < 4 * se_elbo.item()
+    # IW: E[-log mean w] >= -log p(x); delta method: bias ~ Var(w)/(2m p^2), sd ~ sqrt(Var(w)/m)/p per image
+    bias = (var_w / (2 * m)).mean().item()
+    se_iw = (var_w / m).sum().sqrt().item() / b
+    assert abs(est['nll_iw'] - (nll.mean().item() + bias)) < 4 * se_iw + bias
+    # the ordering the papers rely on: exact nll <= IW bound <= -ELBO (gaps far larger than the errors here)
+    assert nll.mean().item() < neg_elbo.mean().item()
+    assert est['nll_iw'] < est['neg_elbo_hard']
+
+
+def test_iw_bound_below_hard_elbo_after_training(digits):
+    run = train_vae(digits, epochs=3, **{**SMALL, 'iw_samples': 200})
+    m = run.metrics
+    assert m['test_nll_iw'] <= m['test_neg_elbo_hard']
+    assert m['test_neg_elbo_hard'] < 64 * math.log(2)  # better than a uniform model (44.4 nats)
+
+
+def test_relaxed_kl_and_learned_prior(digits):
+    run = train_vae(digits, estimator='gs', kl='relaxed', prior_tau=0.5, learn_prior=True, epochs=2, **SMALL)
+    assert all(math.isfinite(r['train_loss']) for r in run.history)
+    assert run.model.prior_logits.requires_grad and not torch.equal(run.model.prior_logits, torch.zeros(4, 5))
+    with pytest.raises(ValueError, match='relaxed'): train_vae(digits, estimator='reinforce', kl='relaxed', epochs=1, **SMALL)
+
+
+def test_time_budget_and_early_stopping(digits):
+    run = train_vae(digits, epochs=10_000, max_seconds=1.0, patience=None, **SMALL)
+    assert run.metrics['stopped'] == 'time' and run.metrics['seconds'] <= 1.0 + 1.0
+    run = train_vae(digits, epochs=10_000, patience=1, lr=1e-1, **SMALL)  # a huge step size stops improving at once
+    assert run.metrics['stopped'] == 'early' and run.metrics['epochs'] < 10_000
+    assert run.metrics['best_epoch'] == run.metrics['epochs'] - 1
