@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
+PORT ?= 8000
+DOCS_WORKERS ?= 2
 
 .PHONY: setup test check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench readme export clean chromium
 
@@ -23,8 +25,9 @@ export: setup
 	$(BIN)/nbdev-clean
 	$(BIN)/python docs/readme.py
 
-## test: sync checks, every notebook executed, then pytest
-test: setup check-sync nbtest pytest
+## test: sync checks, the website build (it executes every notebook, once; a failing cell fails it), then
+## pytest, whose tests/test_site.py checks the built site in headless Chromium
+test: setup check-sync docs chromium pytest
 
 check-sync: check-clean check-export check-readme
 
@@ -38,6 +41,7 @@ check-export: setup
 check-readme: setup
 	@$(BIN)/python .ci/check_unchanged.py "docs/readme.py (README.md must match nbs/index.ipynb)" -- $(BIN)/python docs/readme.py
 
+# nbtest: the notebooks alone, without the website (make test runs them once, through `make docs`)
 nbtest: setup
 	$(BIN)/nbdev-test --n-workers 2
 
@@ -48,13 +52,21 @@ pytest: setup
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
-## docs: build the tutorial website into docs/_build/html (notebooks executed fresh)
+## docs: build the tutorial website into docs/_build/html (notebooks executed fresh; see docs/build.py)
 docs: setup
-	@echo "make docs: the website build is not in yet (see the website issue)."
+	$(BIN)/python docs/build.py --workers $(DOCS_WORKERS)
 
-## serve: serve the built website on 127.0.0.1
+## serve: serve the built website on http://127.0.0.1:$(PORT) (PORT=8000 by default)
 serve:
-	@echo "make serve: the website build is not in yet (see the website issue)."
+	@test -f docs/_build/html/index.html || { echo "make serve: no website yet, run 'make docs' first" >&2; exit 1; }
+	@echo "Serving docs/_build/html on http://127.0.0.1:$(PORT)/ (Ctrl-C stops)"
+	$(PYTHON) -m http.server --bind 127.0.0.1 $(PORT) --directory docs/_build/html
+
+## chromium: install Debian's chromium for the browser test (tests/test_site.py) when it is missing
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; }
 
 clean:
 	rm -rf _proc _docs docs/_build .pytest_cache
