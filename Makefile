@@ -48,6 +48,11 @@ nbtest: setup
 pytest: setup
 	$(BIN)/python -m pytest -n 2 -q
 
+## bench: time the fast Gumbel-softmax against F.gumbel_softmax and clone (BENCH_ARGS='--shapes 256x10,4096x1024 --json bench.json')
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/gumbel-tut-bench $(BENCH_ARGS)
+
 ## lab: JupyterLab on nbs/ for reading along
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=nbs
