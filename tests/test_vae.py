@@ -12,7 +12,7 @@ from gumbel_tut.vae import (CategoricalVAE, NonFiniteLossError, bernoulli_nll, c
                             load_checkpoint, parse_latent, save_checkpoint, train_vae, vae_cli)
 
 SMALL = dict(latent='4x5', hidden='64,32', iw_samples=20, valid_samples=2, progress=False, threads=1)
-TIMING = ('seconds', 'eval_seconds', 'seconds_per_epoch')
+TIMING = ('seconds', 'eval_seconds', 'seconds_per_epoch', 'total_seconds')
 
 
 @pytest.fixture(scope='module')
