@@ -108,6 +108,7 @@ def main():
     write_source_pages(src_dir/'_extra', cfg)
     (src_dir/'_site.json').write_text(json.dumps(site_info(pages, cfg, Path(args.nbs).resolve()), indent=1))
     shutil.rmtree(html_dir, ignore_errors=True)
+    shutil.rmtree(out/'screenshots', ignore_errors=True)  # tests/test_site.py takes them of this build
     cmd = [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-q', '-b', 'html', '-c', str(DOCS), str(src_dir), str(html_dir)]
     if subprocess.run(cmd).returncode: sys.exit('sphinx-build failed (warnings count as errors): see the messages above')
     print(f'Built {len(pages)} pages into {html_dir} (notebooks {t1-t0:.1f}s, sphinx {time.time()-t1:.1f}s)')

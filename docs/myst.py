@@ -121,6 +121,9 @@ def convert_links(text, linkmap):
         if bang: return f'<img src="{html.escape(new, quote=True)}" alt="{html.escape(label, quote=True)}"{a}>'
         return f'<a href="{html.escape(new, quote=True)}"{a}>{_md_inline_to_html(label)}</a>'
     text = _re_link.sub(link, text)
+    # A backticked notebook name (`01_relax.ipynb`) links to its page
+    text = re.sub(r'(?<![\[>])`([\w.-]+\.ipynb)`(?!\]|</a>)', lambda m: f'<a href="{linkmap.pages[m.group(1)]}"><code>{m.group(1)}</code></a>'
+                  if m.group(1) in linkmap.pages else m.group(0), text)
     def span(m):
         ident, classes, kv = _parse_attrs(m.group(2))
         a = (f' class="{" ".join(classes)}"' if classes else '') + (f' id="{ident}"' if ident else '')
@@ -163,7 +166,7 @@ def _showdoc_headings(output):
 def convert_showdoc_md(text, linkmap):
     "A `show_doc` output: drop the leading rule (CSS draws it), anchor each heading as nbdev's link index expects."
     text = re.sub(r'^\s*---\s*\n', '', text)
-    text = _outside_code(text, lambda t: _re_heading.sub(lambda m: f'<span id="{html.escape(_anchor(m.group(2)), quote=True)}"></span>\n\n{m.group(0)}', t))
+    text = _outside_code(text, lambda t: _re_heading.sub(lambda m: f'{m.group(1)} <span id="{html.escape(_anchor(m.group(2)), quote=True)}"></span>{m.group(2)}', t))
     return convert_md(text, linkmap)
 
 # ---------------------------------------------------------------- cells
@@ -189,7 +192,7 @@ def convert_code_cell(cell, linkmap):
     if false('output'): tags.add('remove-output')
     if opts.get('code-fold') is True or str(opts.get('code-fold')).lower() == 'true': tags.add('hide-input')
     is_showdoc = bool(re.match(r'\s*show_doc\b', source))
-    if is_showdoc: tags.add('remove-input')
+    if is_showdoc: tags.update(['remove-input', 'showdoc'])  # the page shows the API entry, not the call
     meta = {k: v for k, v in cell.get('metadata', {}).items() if k not in ('execution', 'language', 'tags')}
     if tags: meta['tags'] = sorted(tags)
     if opts.get('fig-cap'): meta.setdefault('mystnb', {})['figure'] = {'caption': str(opts['fig-cap'])}
