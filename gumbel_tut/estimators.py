@@ -9,7 +9,7 @@ __all__ = ['ESTIMATORS', 'Estimator', 'Reinforce', 'StraightThrough', 'GumbelSof
            'gumbel_rao', 'GumbelRao', 'get_estimator', 'enumerate_one_hot', 'exact_gradient', 'gradient_samples',
            'gradient_stats', 'mean_difference_z', 'variance_difference_z']
 
-# %% ../nbs/02_estimators.ipynb #2c5e8386
+# %% ../nbs/02_estimators.ipynb #5e7cca34
 import functools, math
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import Tensor
 from .gumbel import check_logits, gumbel_noise, gumbel_max, _compute_dtype
 from .relax import gumbel_softmax, check_tau, straight_through, _tau_against
 
-# %% ../nbs/02_estimators.ipynb #71948862
+# %% ../nbs/02_estimators.ipynb #ea39e4f9
 def _check_positive_int(value, name:str, minimum:int=1) -> int:
     "Raise a `ValueError` naming `name` unless `value` is an integer >= `minimum`."
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -59,7 +59,7 @@ class Estimator:
         attrs = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
         return f"{type(self).__name__}({attrs})"
 
-# %% ../nbs/02_estimators.ipynb #14615683
+# %% ../nbs/02_estimators.ipynb #547daee2
 class Reinforce(Estimator):
     "Score-function estimator: gradient (f(z) - b) * grad log p(z), baseline `None`, `'ma'` (moving average) or `'loo'` (leave-one-out)."
     score_function = True
@@ -100,7 +100,7 @@ class Reinforce(Estimator):
         else: b = 0.0
         return loss + (f - b) * (log_p - log_p.detach())
 
-# %% ../nbs/02_estimators.ipynb #a32a4802
+# %% ../nbs/02_estimators.ipynb #4700dccc
 class StraightThrough(Estimator):
     "Straight-through: one-hot sample forward, gradient through `softmax(logits)` (no noise in the backward pass)."
     name = 'st'
@@ -109,7 +109,7 @@ class StraightThrough(Estimator):
         hard = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
         return straight_through(hard, torch.softmax(logits, -1))
 
-# %% ../nbs/02_estimators.ipynb #6df7c37e
+# %% ../nbs/02_estimators.ipynb #fd285bd7
 class GumbelSoftmax(Estimator):
     "Gumbel-softmax (Concrete): the relaxed sample `softmax((logits + G) / tau)`, differentiated pathwise."
     name, hard = 'gs', False
@@ -120,7 +120,7 @@ class STGumbelSoftmax(Estimator):
     name = 'st-gs'
     def _sample(self, logits, tau, generator): return gumbel_softmax(logits, tau, hard=True, generator=generator)
 
-# %% ../nbs/02_estimators.ipynb #ddc9a826
+# %% ../nbs/02_estimators.ipynb #35a1605c
 def _check_index(logits:Tensor, index:Tensor, dim:int) -> Tensor:
     "Validate category indices for `logits` (shape without `dim`, in range, not masked)."
     shape = logits.shape[:dim] + logits.shape[dim + 1:]
@@ -154,7 +154,7 @@ def conditional_gumbel(logits:Tensor, # unnormalized log-probabilities; `-inf` m
     others = -torch.logaddexp(-g - theta, -top)                           # -log(E_j e^{-theta_j} + E_i / Z)
     return others.scatter(dim + 1, chosen, top)
 
-# %% ../nbs/02_estimators.ipynb #e47d2adb
+# %% ../nbs/02_estimators.ipynb #a3afe111
 def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a category
                tau:float|Tensor=1.0, # temperature of the relaxation in the backward pass
                *,
@@ -186,7 +186,7 @@ class GumbelRao(Estimator):
         self.k = _check_positive_int(k, 'k')
     def _sample(self, logits, tau, generator): return gumbel_rao(logits, tau, k=self.k, generator=generator)
 
-# %% ../nbs/02_estimators.ipynb #0852e89e
+# %% ../nbs/02_estimators.ipynb #0dc3128f
 ESTIMATORS = {
     'reinforce': functools.partial(Reinforce, baseline=None),
     'reinforce-ma': functools.partial(Reinforce, baseline='ma'),
@@ -205,7 +205,7 @@ def get_estimator(name:str, # a key of `ESTIMATORS`
         raise ValueError(f"unknown estimator name={name!r}; choose one of {', '.join(map(repr, ESTIMATORS))}")
     return ESTIMATORS[name](**kwargs)
 
-# %% ../nbs/02_estimators.ipynb #e7042092
+# %% ../nbs/02_estimators.ipynb #33769973
 def enumerate_one_hot(n_vars:int, # number of categorical variables V
                       n_cats:int, # categories per variable n
                       dtype:torch.dtype=torch.float64, # dtype of the result
@@ -235,12 +235,12 @@ def gradient_samples(estimator:Estimator, # what to measure
                      *,
                      params:tuple=(), # parameters of `f`
                      chunk:int=1_000, # estimates per vectorized pass (an 'ma' baseline updates once per pass)
-                     warmup:int=500, # estimates drawn first and discarded (lets an 'ma' baseline settle)
+                     warmup:int=0, # estimates drawn first and discarded (lets an 'ma' baseline settle)
                      generator:torch.Generator|None=None, # source of randomness
                     ) -> Tensor: # `(n, n_grad)` gradient estimates, each from `estimator.n_samples` samples
     "`n` independent estimates of `exact_gradient`'s gradient (flattened: logits first, then each parameter)."
     out = []
-    for i, m in enumerate([warmup] + [min(chunk, n - start) for start in range(0, n, chunk)]):
+    for i, m in enumerate([warmup] + [min(chunk, n - start) for start in range(0, n, chunk)]):  # i = 0: the warm-up
         if m == 0: continue
         rep = logits.detach().expand(m, *logits.shape).clone().requires_grad_()
         reps = [p.detach().expand(m, *p.shape).clone().requires_grad_() for p in params]
@@ -262,7 +262,7 @@ def gradient_stats(samples:Tensor, # `(n, d)` gradient estimates
     return dict(bias2=bias2, var=float(var.sum()), mse=float(((samples - exact) ** 2).sum(1).mean()),
                 bias_z=(bias2 - noise) / (noise * math.sqrt(2 / len(exact))))
 
-# %% ../nbs/02_estimators.ipynb #17775ab3
+# %% ../nbs/02_estimators.ipynb #8178a38e
 def mean_difference_z(a:Tensor, # `(n_a, d)` estimates from one estimator
                       b:Tensor, # `(n_b, d)` independent estimates from another
                      ) -> Tensor: # `(d,)` z-scores of `mean(a) - mean(b)`, standard normal if the means are equal
