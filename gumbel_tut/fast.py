@@ -9,7 +9,7 @@ __all__ = ['compile_seconds', 'FAST_MIN_NUMEL', 'splitmix64', 'draw_key', 'count
            'FastPathCompileError', 'set_fast_path', 'FastGumbelSoftmax', 'fast_path_supported', 'fast_gumbel_softmax',
            'interleaved_median_ms', 'bench_rows', 'bench_table', 'gumbel_tut_bench']
 
-# %% ../nbs/05_performance.ipynb #014c0d54
+# %% ../nbs/05_performance.ipynb #eaccf4bd
 import math, os, time, warnings
 from json import dump as _json_dump
 import torch
@@ -19,7 +19,7 @@ from fastcore.script import call_parse
 from .gumbel import check_logits, _compute_dtype
 from .relax import check_tau
 
-# %% ../nbs/05_performance.ipynb #06712449
+# %% ../nbs/05_performance.ipynb #f0bcb405
 _GOLDEN = -0x61C8864680B583EB  # 0x9E3779B97F4A7C15 = floor(2^64 / golden ratio), as a signed int64
 _MIX1 = -0x40A7B892E31B1A47    # 0xBF58476D1CE4E5B9
 _MIX2 = -0x6B2FB644ECCEEE15    # 0x94D049BB133111EB
@@ -40,7 +40,7 @@ def splitmix64(seed:int|Tensor, # 64-bit seed (an int64 tensor or a Python int i
     "The SplitMix64 output for state `seed + counter * 0x9E3779B97F4A7C15` (mod 2^64): a counter-based generator in torch integer ops."
     return _mix64(seed + counter * _GOLDEN)
 
-# %% ../nbs/05_performance.ipynb #fd972570
+# %% ../nbs/05_performance.ipynb #3eb28295
 def draw_key(generator:torch.Generator|None=None, # source of randomness; the global RNG when None
             ) -> Tensor: # int64 tensor of shape (2,): uniformly random 64-bit words
     "Draw the two-word key of one call's counter-based noise (advances `generator` by one draw of two words)."
@@ -52,7 +52,7 @@ def counter_bits(key:Tensor, # int64 key of shape (2,), from `draw_key`
     "Random bits for `(key, counter)`: `mix(splitmix64(key[0], counter) ^ key[1])`."
     return _mix64(splitmix64(key[0], counter) ^ key[1])
 
-# %% ../nbs/05_performance.ipynb #c9575503
+# %% ../nbs/05_performance.ipynb #ed5fe6d8
 _TINY_UNIFORM = 2.0**-54  # as in chapter 1: U = max(k 2^-53, 2^-54), so log(U) is finite
 
 def counter_gumbel_noise(key:Tensor, # int64 key of shape (2,), from `draw_key`
@@ -65,12 +65,11 @@ def counter_gumbel_noise(key:Tensor, # int64 key of shape (2,), from `draw_key`
     e = u.log().neg().to(dtype)  # Exp(1); small E (the right tail of G) needs float64 U
     return e.log().neg()
 
-# %% ../nbs/05_performance.ipynb #864cb4a2
+# %% ../nbs/05_performance.ipynb #2d47f8c9
 def _perturbed_rows(x:Tensor, key:Tensor) -> tuple[Tensor, Tensor]:
-    "`z = x + G` in the compute dtype for a contiguous `x` with categories last, and its row max `m`."
-    dtype = _compute_dtype(x.dtype)
+    "`z = x + G` for a contiguous float32 or float64 `x` with categories last, and its row max `m`."
     counter = torch.arange(x.numel(), device=x.device).view(x.shape)
-    z = x.to(dtype) + counter_gumbel_noise(key, counter, dtype)
+    z = x + counter_gumbel_noise(key, counter, x.dtype)
     return z, z.amax(-1, keepdim=True)
 
 def _soft_rows(x:Tensor, key:Tensor, tau:Tensor) -> tuple[Tensor, Tensor]:
@@ -78,9 +77,8 @@ def _soft_rows(x:Tensor, key:Tensor, tau:Tensor) -> tuple[Tensor, Tensor]:
     return torch.softmax((z - zmax) / tau, -1), zmax
 
 def _soft_kernel(x, key, tau):
-    "Forward, soft: `(softmax((z - m) / tau), m)`, the sample in the dtype of `x`."
-    y, zmax = _soft_rows(x, key, tau)
-    return y.to(x.dtype), zmax
+    "Forward, soft: `(softmax((z - m) / tau), m)`."
+    return _soft_rows(x, key, tau)
 
 def _hard_kernel(x, key, tau):
     "Forward, hard: `(one_hot(argmax z), m)`; no exponentials (ties go to the first index, as `torch.argmax`)."
@@ -91,10 +89,9 @@ def _hard_kernel(x, key, tau):
 def _backward_kernel(x, key, tau, grad):
     "Gradient of the soft sample: recompute `y` from `(x, key, tau)`, then `y * (g - sum(g * y)) / tau`."
     y, _ = _soft_rows(x, key, tau)
-    g = grad.to(y.dtype)
-    return (y * (g - (g * y).sum(-1, keepdim=True)) / tau).to(x.dtype)
+    return y * (grad - (grad * y).sum(-1, keepdim=True)) / tau
 
-# %% ../nbs/05_performance.ipynb #2ab8d3b9
+# %% ../nbs/05_performance.ipynb #04eedfc4
 _KERNELS = {'soft': _soft_kernel, 'hard': _hard_kernel, 'backward': _backward_kernel}
 _compiled = {}  # kernel name -> compiled function
 compile_seconds = {}  # (kernel name, dtype) -> seconds taken by the first (compiling) call
@@ -125,25 +122,26 @@ def _run_kernel(name:str, *args):
     compile_seconds[key] = time.perf_counter() - start
     return out
 
-# %% ../nbs/05_performance.ipynb #b16b5e7f
+# %% ../nbs/05_performance.ipynb #548e96ff
 class FastGumbelSoftmax(torch.autograd.Function):
     "Fused Gumbel-softmax whose backward recomputes the soft sample from `(logits, key, tau)` instead of saving it."
     @staticmethod
     def forward(ctx, logits:Tensor, key:Tensor, tau:Tensor, hard:bool, dim:int):
-        x = logits.movedim(dim, -1).contiguous()
+        x = logits.movedim(dim, -1).to(_compute_dtype(logits.dtype)).contiguous()
         y, zmax = _run_kernel('hard' if hard else 'soft', x, key, tau)
         ctx.save_for_backward(logits, key, tau)
         ctx.dim = dim
         ctx.mark_non_differentiable(zmax)
-        return y.movedim(-1, dim), zmax
+        return y.to(logits.dtype).movedim(-1, dim), zmax
 
     @staticmethod
     def backward(ctx, grad:Tensor, _grad_zmax):
         logits, key, tau = ctx.saved_tensors
-        x, g = (t.movedim(ctx.dim, -1).contiguous() for t in (logits, grad))
-        return _run_kernel('backward', x, key, tau, g).movedim(-1, ctx.dim), None, None, None, None
+        dtype = _compute_dtype(logits.dtype)
+        x, g = (t.movedim(ctx.dim, -1).to(dtype).contiguous() for t in (logits, grad))
+        return _run_kernel('backward', x, key, tau, g).to(logits.dtype).movedim(-1, ctx.dim), None, None, None, None
 
-# %% ../nbs/05_performance.ipynb #e7f3998a
+# %% ../nbs/05_performance.ipynb #697e63e7
 FAST_MIN_NUMEL = 16_384  # below this many elements the reference path is at least as fast (measured below)
 _FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -160,7 +158,7 @@ def fast_path_supported(logits:Tensor, # the logits a caller wants to sample fro
     if not hasattr(torch, 'compile') or torch.compiler.is_compiling(): return False
     return True
 
-# %% ../nbs/05_performance.ipynb #6db250fc
+# %% ../nbs/05_performance.ipynb #51b0ffba
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on the CPU; `-inf` masks a category
                         tau:float=1.0, # temperature > 0 (a Python number)
                         hard:bool=False, # return the one-hot sample in the forward pass, with the soft sample's gradient
@@ -187,7 +185,7 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on the C
         raise ValueError('logits contain a non-finite row maximum')  # unreachable: G is finite
     return y
 
-# %% ../nbs/05_performance.ipynb #8e1ab7bb
+# %% ../nbs/05_performance.ipynb #841099d5
 def interleaved_median_ms(fns:dict, # name -> zero-argument callable
                           rounds:int=15, # timed rounds; each calls every candidate once
                           warmup:int=2, # untimed rounds first (compilation, caches)
@@ -204,7 +202,7 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
             times[name].append(time.perf_counter() - start)
     return {name: 1e3 * sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
-# %% ../nbs/05_performance.ipynb #e8dc8c86
+# %% ../nbs/05_performance.ipynb #14f08200
 def _ours(logits, tau=1.0, hard=False, dim=-1):
     "The library's choice: the fast path where supported, chapter 2's implementation elsewhere."
     if fast_path_supported(logits, tau, dim): return fast_gumbel_softmax(logits, tau, hard, dim)
@@ -246,7 +244,7 @@ def bench_table(rows:list[dict], # from `bench_rows`
     return head + '\n'.join(f"| {r['shape']} | {r['dtype']} | {r['device']} | {r['mode']} | {r['ours_ms']:.3f} | {r['torch_ms']:.3f} | "
                             f"{r['clone_ms']:.3f} | {r['torch_ms'] / r['ours_ms']:.2f}x | {r['ours_ms'] / r['clone_ms']:.1f}x |" for r in rows)
 
-# %% ../nbs/05_performance.ipynb #98b790e3
+# %% ../nbs/05_performance.ipynb #0429a439
 def _parse_shape(s:str) -> tuple[int, int]:
     try: b, k = (int(v) for v in s.lower().split('x'))
     except ValueError: raise ValueError(f"shapes must look like 1024x1024, got {s!r}") from None
