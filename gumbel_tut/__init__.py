@@ -12,7 +12,8 @@ from gumbel_tut.relax import *
 from gumbel_tut.estimators import *
 from gumbel_tut.data import *
 from gumbel_tut.vae import *
-from gumbel_tut import gumbel, relax, estimators, data, vae
+from gumbel_tut.fast import *
+from gumbel_tut import gumbel, relax, estimators, data, vae, fast
 
 # Re-export every chapter's public names, so `from gumbel_tut import *` works too.
-__all__ = [name for module in (gumbel, relax, estimators, data, vae) for name in module.__all__]
+__all__ = [name for module in (gumbel, relax, estimators, data, vae, fast) for name in module.__all__]
