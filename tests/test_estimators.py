@@ -31,7 +31,7 @@ def test_exact_gradient_matches_closed_form():
 def test_reinforce_mean_matches_exact_gradient(name):
     _, exact = exact_gradient(quadratic, LOGITS)
     n = 20_000
-    g = gradient_samples(get_estimator(name), quadratic, LOGITS, n=n, generator=gen(10))
+    g = gradient_samples(get_estimator(name), quadratic, LOGITS, n=n, warmup=500, generator=gen(10))
     z = (g.mean(0) - exact) / (g.std(0) / math.sqrt(n))
     assert z.abs().max() < Z_MAX, z  # 5 coordinates: a false alarm has probability < 5 * 6.3e-5
 
@@ -47,7 +47,7 @@ def test_reinforce_with_decoder_parameters_is_unbiased():
     assert z.abs().max() < Z_MAX, z
 
 def test_baselines_reduce_reinforce_variance():
-    plain, ma, loo = [gradient_samples(get_estimator(name, n_samples=4), quadratic, LOGITS, n=4_000, generator=gen(12 + i))
+    plain, ma, loo = [gradient_samples(get_estimator(name, n_samples=4), quadratic, LOGITS, n=4_000, warmup=500, generator=gen(12 + i))
                       for i, name in enumerate(['reinforce', 'reinforce-ma', 'reinforce-loo'])]
     assert variance_difference_z(ma, plain) < -Z_MAX
     assert variance_difference_z(loo, plain) < -Z_MAX
