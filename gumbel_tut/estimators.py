@@ -9,7 +9,7 @@ __all__ = ['ESTIMATORS', 'Estimator', 'Reinforce', 'StraightThrough', 'GumbelSof
            'gumbel_rao', 'GumbelRao', 'get_estimator', 'enumerate_one_hot', 'exact_gradient', 'gradient_samples',
            'gradient_stats', 'mean_difference_z', 'variance_difference_z']
 
-# %% ../nbs/02_estimators.ipynb #5e7cca34
+# %% ../nbs/02_estimators.ipynb #b0f42883
 import functools, math
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import Tensor
 from .gumbel import check_logits, gumbel_noise, gumbel_max, _compute_dtype
 from .relax import gumbel_softmax, check_tau, straight_through, _tau_against
 
-# %% ../nbs/02_estimators.ipynb #ea39e4f9
+# %% ../nbs/02_estimators.ipynb #8da7a4db
 def _check_positive_int(value, name:str, minimum:int=1) -> int:
     "Raise a `ValueError` naming `name` unless `value` is an integer >= `minimum`."
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -59,7 +59,7 @@ class Estimator:
         attrs = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
         return f"{type(self).__name__}({attrs})"
 
-# %% ../nbs/02_estimators.ipynb #547daee2
+# %% ../nbs/02_estimators.ipynb #de5501a4
 class Reinforce(Estimator):
     "Score-function estimator: gradient (f(z) - b) * grad log p(z), baseline `None`, `'ma'` (moving average) or `'loo'` (leave-one-out)."
     score_function = True
@@ -100,7 +100,7 @@ class Reinforce(Estimator):
         else: b = 0.0
         return loss + (f - b) * (log_p - log_p.detach())
 
-# %% ../nbs/02_estimators.ipynb #4700dccc
+# %% ../nbs/02_estimators.ipynb #fb018567
 class StraightThrough(Estimator):
     "Straight-through: one-hot sample forward, gradient through `softmax(logits)` (no noise in the backward pass)."
     name = 'st'
@@ -109,7 +109,7 @@ class StraightThrough(Estimator):
         hard = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
         return straight_through(hard, torch.softmax(logits, -1))
 
-# %% ../nbs/02_estimators.ipynb #fd285bd7
+# %% ../nbs/02_estimators.ipynb #08304dbe
 class GumbelSoftmax(Estimator):
     "Gumbel-softmax (Concrete): the relaxed sample `softmax((logits + G) / tau)`, differentiated pathwise."
     name, hard = 'gs', False
@@ -120,7 +120,7 @@ class STGumbelSoftmax(Estimator):
     name = 'st-gs'
     def _sample(self, logits, tau, generator): return gumbel_softmax(logits, tau, hard=True, generator=generator)
 
-# %% ../nbs/02_estimators.ipynb #35a1605c
+# %% ../nbs/02_estimators.ipynb #d90f740e
 def _check_index(logits:Tensor, index:Tensor, dim:int) -> Tensor:
     "Validate category indices for `logits` (shape without `dim`, in range, not masked)."
     shape = logits.shape[:dim] + logits.shape[dim + 1:]
@@ -154,7 +154,7 @@ def conditional_gumbel(logits:Tensor, # unnormalized log-probabilities; `-inf` m
     others = -torch.logaddexp(-g - theta, -top)                           # -log(E_j e^{-theta_j} + E_i / Z)
     return others.scatter(dim + 1, chosen, top)
 
-# %% ../nbs/02_estimators.ipynb #a3afe111
+# %% ../nbs/02_estimators.ipynb #e58eae7a
 def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a category
                tau:float|Tensor=1.0, # temperature of the relaxation in the backward pass
                *,
@@ -186,7 +186,7 @@ class GumbelRao(Estimator):
         self.k = _check_positive_int(k, 'k')
     def _sample(self, logits, tau, generator): return gumbel_rao(logits, tau, k=self.k, generator=generator)
 
-# %% ../nbs/02_estimators.ipynb #0dc3128f
+# %% ../nbs/02_estimators.ipynb #9cd551c2
 ESTIMATORS = {
     'reinforce': functools.partial(Reinforce, baseline=None),
     'reinforce-ma': functools.partial(Reinforce, baseline='ma'),
@@ -205,7 +205,7 @@ def get_estimator(name:str, # a key of `ESTIMATORS`
         raise ValueError(f"unknown estimator name={name!r}; choose one of {', '.join(map(repr, ESTIMATORS))}")
     return ESTIMATORS[name](**kwargs)
 
-# %% ../nbs/02_estimators.ipynb #33769973
+# %% ../nbs/02_estimators.ipynb #e9571b95
 def enumerate_one_hot(n_vars:int, # number of categorical variables V
                       n_cats:int, # categories per variable n
                       dtype:torch.dtype=torch.float64, # dtype of the result
@@ -262,7 +262,7 @@ def gradient_stats(samples:Tensor, # `(n, d)` gradient estimates
     return dict(bias2=bias2, var=float(var.sum()), mse=float(((samples - exact) ** 2).sum(1).mean()),
                 bias_z=(bias2 - noise) / (noise * math.sqrt(2 / len(exact))))
 
-# %% ../nbs/02_estimators.ipynb #8178a38e
+# %% ../nbs/02_estimators.ipynb #03880d4d
 def mean_difference_z(a:Tensor, # `(n_a, d)` estimates from one estimator
                       b:Tensor, # `(n_b, d)` independent estimates from another
                      ) -> Tensor: # `(d,)` z-scores of `mean(a) - mean(b)`, standard normal if the means are equal
