@@ -17,7 +17,7 @@ from torch import Tensor
 from .gumbel import check_logits, gumbel_noise, gumbel_max, _compute_dtype
 from .relax import gumbel_softmax, check_tau, straight_through, _tau_against
 
-# %% ../nbs/02_estimators.ipynb #8da7a4db
+# %% ../nbs/02_estimators.ipynb #70f949d5
 def _check_positive_int(value, name:str, minimum:int=1) -> int:
     "Raise a `ValueError` naming `name` unless `value` is an integer >= `minimum`."
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -45,6 +45,9 @@ class Estimator:
         "Draw `n_samples` samples of `z`; differentiable for pathwise estimators."
         check_logits(logits, -1)
         tau = check_tau(tau)
+        if isinstance(tau, Tensor):  # align a per-example tau with logits (chapter 2's rules), then add the sample dim
+            tau = _tau_against(tau, logits, logits.dim() - 1, _compute_dtype(logits.dtype))
+            tau = tau.expand(self.n_samples, *tau.shape)
         return self._sample(logits.expand(self.n_samples, *logits.shape), tau, generator)
 
     def surrogate(self,

@@ -177,6 +177,23 @@ def test_every_estimator_through_the_convention(name):
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     assert get_estimator(name) is not est  # fresh objects: state (a moving average) is never shared
 
+@pytest.mark.parametrize('name', ['gs', 'st-gs', 'gumbel-rao'])
+def test_per_example_tau_through_the_convention(name):
+    "A tensor tau with the batch shape (or with a trailing 1) applies per example, also when n_samples equals the batch size."
+    from gumbel_tut.relax import gumbel_softmax
+    logits = torch.tensor([[0.5, 0.0, -0.5], [1.0, -1.0, 0.0]], requires_grad=True)
+    c = torch.tensor([1.0, -2.0, 0.5])
+    reference = {'gs': lambda l, t, g: gumbel_softmax(l, t, generator=g),
+                 'st-gs': lambda l, t, g: gumbel_softmax(l, t, hard=True, generator=g),
+                 'gumbel-rao': lambda l, t, g: gumbel_rao(l, t, generator=g)}[name]
+    expected_z = reference(logits.expand(2, 2, 3), torch.tensor([[0.3, 3.0], [0.3, 3.0]]), gen(45))  # tau per (sample, example)
+    expected_grad, = torch.autograd.grad((expected_z @ c).sum(), logits)
+    for tau in (torch.tensor([0.3, 3.0]), torch.tensor([[0.3], [3.0]])):
+        z = get_estimator(name, n_samples=2).sample(logits, tau, generator=gen(45))
+        grad, = torch.autograd.grad((z @ c).sum(), logits)
+        torch.testing.assert_close(z, expected_z)
+        torch.testing.assert_close(grad, expected_grad)
+
 def test_masked_logits_through_every_estimator():
     logits = torch.tensor([[0.0, float('-inf'), 1.0, -0.5]], requires_grad=True)
     for name in ESTIMATORS:
