@@ -7,7 +7,7 @@ import math
 import pytest, torch
 from scipy import stats
 from gumbel_tut.gumbel import gumbel_noise, gumbel_max, gumbel_cdf, chi_square_pvalue
-from gumbel_tut.estimators import (ESTIMATORS, Estimator, Reinforce, conditional_gumbel, gumbel_rao, get_estimator,
+from gumbel_tut.estimators import (ESTIMATORS, Estimator, ReinforceEstimator, conditional_gumbel, gumbel_rao, get_estimator,
                                    enumerate_one_hot, exact_gradient, gradient_samples, mean_difference_z,
                                    variance_difference_z)
 
@@ -221,7 +221,7 @@ BAD_INPUTS = [
     (lambda: get_estimator('gs', n_samples=0), 'n_samples=0'),
     (lambda: get_estimator('reinforce-loo', n_samples=1), 'n_samples >= 2'),
     (lambda: get_estimator('reinforce-ma', decay=1.0), 'decay=1.0'),
-    (lambda: Reinforce(baseline='mean'), "baseline='mean'"),
+    (lambda: ReinforceEstimator(baseline='mean'), "baseline='mean'"),
     (lambda: get_estimator('st-gs').sample(GOOD, 0.0), 'tau'),
     (lambda: get_estimator('reinforce').sample(GOOD, -1.0), 'tau'),
     (lambda: get_estimator('gumbel-rao').sample(GOOD, float('inf')), 'tau'),
