@@ -118,6 +118,9 @@ def test_page(page, base_url, name):
         [...document.querySelectorAll('.math')].filter(e => e.querySelector('mjx-container')).length]''')
     if n_math != n_typeset: problems.append(f'{n_math - n_typeset} of {n_math} math elements not typeset')
     if n_math: assert page.evaluate('() => document.querySelectorAll("mjx-container").length') >= n_math
+    for err, tex in page.evaluate('''() => [...document.querySelectorAll('mjx-merror')].map(e =>
+            [e.getAttribute('data-mjx-error') || e.textContent, (e.closest('.math') || e).textContent.slice(0, 120)])'''):
+        problems.append(f'MathJax error {err!r} in: {tex!r}')
     prose = page.evaluate('''() => { const a = (document.querySelector('article') || document.body).cloneNode(true);
         a.querySelectorAll('mjx-container, pre, code, script, style').forEach(e => e.remove()); return a.textContent; }''')
     for tex in (r'$$', r'\(', r'\[', r'\begin{'):
