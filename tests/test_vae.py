@@ -213,3 +213,11 @@ def test_time_budget_and_early_stopping(digits):
     run = train_vae(digits, epochs=10_000, patience=1, lr=1e-1, **SMALL)  # a huge step size stops improving at once
     assert run.metrics['stopped'] == 'early' and run.metrics['epochs'] < 10_000
     assert run.metrics['best_epoch'] == run.metrics['epochs'] - 1
+
+
+def test_load_vae_rebuilds_the_best_model(tmp_path, digits):
+    run = train_vae(digits, epochs=2, out=tmp_path, **SMALL)
+    model = vae.load_vae(tmp_path)
+    for k, v in run.model.state_dict().items(): assert torch.equal(model.state_dict()[k], v)
+    last = vae.load_vae(tmp_path, best=False)
+    assert last.n_latent == 4 and last.n_categories == 5 and last.hidden == (64, 32)
