@@ -59,6 +59,17 @@ class Estimator:
         "Loss to differentiate: `loss` itself for pathwise estimators."
         return loss
 
+    _state:tuple = ()  # attributes that change during training; a checkpoint saves them
+    def state_dict(self) -> dict:
+        "The estimator's training state (empty unless it keeps a running baseline), for checkpoints."
+        return {k: getattr(self, k) for k in self._state}
+
+    def load_state_dict(self, state:dict):
+        "Restore what `state_dict` returned, so a resumed run continues exactly."
+        if set(state) != set(self._state):
+            raise ValueError(f"state must have the keys {sorted(self._state)} of {type(self).__name__}, got {sorted(state)}")
+        for k, v in state.items(): setattr(self, k, v)
+
     def __repr__(self):
         attrs = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
         return f"{type(self).__name__}({attrs})"
@@ -67,6 +78,7 @@ class Estimator:
 class ReinforceEstimator(Estimator):
     "Score-function estimator: gradient (f(z) - b) * grad log p(z), baseline `None`, `'ma'` (moving average) or `'loo'` (leave-one-out)."
     score_function = True
+    _state = ('moving_average',)
     def __init__(self,
                  baseline:str|None=None, # None, 'ma' or 'loo'
                  n_samples:int|None=None, # samples per call; default 4 for 'loo' (needs >= 2), else 1

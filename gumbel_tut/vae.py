@@ -269,6 +269,7 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
               split_seed:int=0, # seed of the train/valid split
               seed:int=0, # seed of initialization, batch order and sampling noise
               max_seconds:float|None=None, # wall-clock budget of the whole call (loading, training, final evaluation)
+              min_epochs:int=0, # epochs trained even past `max_seconds` (keeps short budgets meaningful on a busy machine)
               out:str|os.PathLike|None=None, # folder for checkpoint.pt, metrics.csv, metrics.json (None: keep nothing on disk)
               resume:bool=False, # continue from `out`/checkpoint.pt
               overwrite:bool=False, # start afresh even if `out` holds a checkpoint
@@ -279,7 +280,8 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
     t_start = time.perf_counter()
     n_lat, n_cat = parse_latent(latent); hidden = parse_hidden(hidden)
     for name, v, lo in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('anneal_every', anneal_every, 1),
-                        ('valid_samples', valid_samples, 1), ('iw_samples', iw_samples, 1), ('seed', seed, 0)):
+                        ('valid_samples', valid_samples, 1), ('iw_samples', iw_samples, 1), ('seed', seed, 0),
+                        ('min_epochs', min_epochs, 0)):
         _check_int(name, v, lo)
     if patience is not None: _check_int('patience', patience, 1)
     if threads is not None: torch.set_num_threads(_check_int('threads', threads, 1))
@@ -325,7 +327,7 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
         if diff: raise ValueError(f"resume: {ck_path} was trained with other settings (saved, now): {diff}")
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer'])
         noise.set_state(ck['noise_rng']); torch.set_rng_state(ck['torch_rng'])
-        for k, v in (ck.get('estimator_state') or {}).items(): setattr(est, k, v)
+        est.load_state_dict(ck['estimator_state'])
         st.update({k: ck[k] for k in st})
 
     train, valid = splits.train, splits.valid
@@ -335,7 +337,7 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
     epoch_iter = progress_bar(range(st['epoch'], epochs)) if progress else _Silent(range(st['epoch'], epochs))
     stopped = 'epochs'
     for epoch in epoch_iter:
-        if max_seconds is not None:  # would the next epoch plus the final evaluation end past the budget?
+        if max_seconds is not None and epoch >= min_epochs:  # would the next epoch plus the final evaluation end past the budget?
             used = elapsed_before + time.perf_counter() - t_start
             if used + st['last_epoch_seconds'] + 1.2 * _median(row_costs) * final_rows > max_seconds:
                 stopped = 'time'; break
@@ -374,7 +376,7 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
                               f"{len(train) / (time.perf_counter() - t0):,.0f} img/s")
         if out is not None:
             save_checkpoint(dict(config=config, model=model.state_dict(), optimizer=opt.state_dict(), noise_rng=noise.get_state(),
-                                 torch_rng=torch.get_rng_state(), estimator_state=_estimator_state(est), **st), ck_path)
+                                 torch_rng=torch.get_rng_state(), estimator_state=est.state_dict(), **st), ck_path)
             _write_csv(out / METRICS_CSV, st['history'])
         st['last_epoch_seconds'] = time.perf_counter() - t0  # with the checkpoint: what the next epoch will cost
         if patience is not None and st['bad_epochs'] >= patience:
@@ -409,10 +411,6 @@ def _median(xs): return sorted(xs)[len(xs) // 2] if xs else 0.
 class _Silent(list):
     "Stands in for the progress bar when `progress=False` (fastprogress's console bar prints even when hidden)."
     comment = ''
-
-def _estimator_state(est):
-    "An estimator's running state (e.g. REINFORCE's moving-average baseline) as plain values a checkpoint can hold."
-    return {k: v for k, v in vars(est).items() if isinstance(v, (int, float, Tensor, type(None))) and not isinstance(v, bool)}
 
 def _load_data(data, binarize, split_seed):
     "`load_dataset` for 'digits', 'fashion-mnist', 'mnist:FOLDER' or a folder of IDX files."
