@@ -183,7 +183,7 @@ def test_mean_approaches_softmax_as_tau_goes_to_zero():
 
 # --- gradients and memory ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize('shape', [(20, 30, 40), (4, 10, 12)])   # recomputed / saved-output backward
+@pytest.mark.parametrize('shape', [(20, 30, 40), (4, 10, 12)])   # recomputed / autograd-softmax backward
 @pytest.mark.parametrize('dim', [0, 1, -1])
 def test_gradient_equals_autograd_of_same_noise(dim, shape):
     x = torch.randn(*shape, generator=gen(24), requires_grad=True)
@@ -197,14 +197,14 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda t: fast_gumbel_softmax(t, 0.7, generator=gen(28)), (theta,))
     assert torch.autograd.gradcheck(lambda t: fast_gumbel_softmax(t, 1.3, dim=0, generator=gen(29)), (theta,))
 
-@pytest.mark.parametrize('rows', [64, 4000])   # soft below / above SAVE_OUTPUT_MAX_NUMEL: saved output / recomputed
+@pytest.mark.parametrize('rows', [64, 4000])   # soft below / above SMALL_GRAD_MAX_NUMEL: autograd softmax / recomputed
 def test_straight_through_gradient_equals_soft_gradient(rows):
     theta = torch.randn(rows, 10, generator=gen(30), requires_grad=True)
     w = torch.randn(rows, 10, generator=gen(31))
     gh, = torch.autograd.grad((fast_gumbel_softmax(theta, 0.4, hard=True, generator=gen(32)) * w).sum(), theta)
     gs, = torch.autograd.grad((fast_gumbel_softmax(theta, 0.4, generator=gen(32)) * w).sum(), theta)
     assert gs.abs().sum() > 0
-    if theta.numel() >= fast.SAVE_OUTPUT_MAX_NUMEL: assert torch.equal(gh, gs)   # the same backward kernel
+    if theta.numel() >= fast.SMALL_GRAD_MAX_NUMEL: assert torch.equal(gh, gs)   # the same backward kernel
     else: torch.testing.assert_close(gh, gs, rtol=1e-5, atol=1e-6)
 
 def _saved(fn, x):
