@@ -9,7 +9,7 @@ __all__ = ['compile_seconds', 'SMALL_GRAD_MAX_NUMEL', 'FAST_MIN_NUMEL', 'splitmi
            'counter_gumbel_noise', 'FastPathCompileError', 'set_fast_path', 'FastGumbelSoftmax', 'fast_path_supported',
            'fast_gumbel_softmax', 'interleaved_median_ms', 'bench_rows', 'bench_table', 'gumbel_tut_bench']
 
-# %% ../nbs/05_performance.ipynb #fbeda652
+# %% ../nbs/05_performance.ipynb #649f6265
 import math, os, time, warnings
 from json import dump as _json_dump
 import torch
@@ -19,7 +19,7 @@ from fastcore.script import call_parse
 from .gumbel import check_logits, _compute_dtype
 from .relax import check_tau
 
-# %% ../nbs/05_performance.ipynb #5aa5466a
+# %% ../nbs/05_performance.ipynb #40903fe8
 _GOLDEN = -0x61C8864680B583EB  # 0x9E3779B97F4A7C15 = floor(2^64 / golden ratio), as a signed int64
 _MIX1 = -0x40A7B892E31B1A47    # 0xBF58476D1CE4E5B9
 _MIX2 = -0x6B2FB644ECCEEE15    # 0x94D049BB133111EB
@@ -42,7 +42,7 @@ def splitmix64(seed:int|Tensor, # 64-bit seed (an int64 tensor or a Python int i
     "The SplitMix64 output for state `seed + counter * gamma` (mod 2^64), `gamma = 0x9E3779B97F4A7C15`: a counter-based generator in torch integer ops."
     return _mix64(seed + counter * gamma)
 
-# %% ../nbs/05_performance.ipynb #78f6b08f
+# %% ../nbs/05_performance.ipynb #3858a9da
 def make_key(k0:int, # position on the Weyl sequence (a signed 64-bit value)
              k1:int, # word mixed into every output
             ) -> Tensor: # int64 tensor `[k0, k1, gamma]`
@@ -61,7 +61,7 @@ def counter_bits(key:Tensor, # int64 key `[k0, k1, gamma]`, from `draw_key` or `
     "Random bits for `(key, counter)`: `mix(splitmix64(k0, counter) ^ k1)`."
     return _mix64(splitmix64(key[0], counter, key[2]) ^ key[1])
 
-# %% ../nbs/05_performance.ipynb #758ee280
+# %% ../nbs/05_performance.ipynb #810490b1
 _TINY_UNIFORM = 2.0**-54  # as in chapter 1: U = max(k 2^-53, 2^-54), so log(U) is finite
 
 def counter_gumbel_noise(key:Tensor, # int64 key `[k0, k1, gamma]`, from `draw_key` or `make_key`
@@ -74,7 +74,7 @@ def counter_gumbel_noise(key:Tensor, # int64 key `[k0, k1, gamma]`, from `draw_k
     e = u.log().neg().to(dtype)  # Exp(1); small E (the right tail of G) needs float64 U
     return e.log().neg()
 
-# %% ../nbs/05_performance.ipynb #212608f3
+# %% ../nbs/05_performance.ipynb #ef98b892
 def _perturbed_rows(x:Tensor, key:Tensor) -> tuple[Tensor, Tensor]:
     "`z = x + G` for a contiguous float32 or float64 `x` with categories last, and its row max `m`."
     counter = torch.arange(x.numel(), device=x.device).view(x.shape)
@@ -103,7 +103,7 @@ def _backward_kernel(x, key, tau, grad):
     y, _ = _soft_rows(x, key, tau)
     return y * (grad - (grad * y).sum(-1, keepdim=True)) / tau
 
-# %% ../nbs/05_performance.ipynb #42ccda88
+# %% ../nbs/05_performance.ipynb #54adb0ab
 _KERNELS = {'soft': _soft_kernel, 'hard': _hard_kernel, 'backward': _backward_kernel}
 _compiled = {}  # kernel name -> compiled function
 compile_seconds = {}  # (kernel name, dtype) -> seconds taken by the first (compiling) call
@@ -134,7 +134,7 @@ def _run_kernel(name:str, *args):
     compile_seconds[key] = time.perf_counter() - start
     return out
 
-# %% ../nbs/05_performance.ipynb #28e83539
+# %% ../nbs/05_performance.ipynb #3dcccba3
 def _fast_forward(logits:Tensor, key:Tensor, tau:Tensor, hard:bool, dim:int) -> tuple[Tensor, Tensor]:
     "The sample (dtype of `logits`, categories at `dim`) and a 0-d bool: were all row maxima finite?"
     last = dim == logits.dim() - 1  # the common case: skip the (no-op) movedim calls, a microsecond each
@@ -165,7 +165,7 @@ class FastGumbelSoftmax(torch.autograd.Function):
         x, g = (t.movedim(ctx.dim, -1).to(dtype).contiguous() for t in (saved, grad))
         return _run_kernel('backward', x, key, tau, g).to(saved.dtype).movedim(-1, ctx.dim), None, None, None, None, None
 
-# %% ../nbs/05_performance.ipynb #75b2d896
+# %% ../nbs/05_performance.ipynb #a369de25
 FAST_MIN_NUMEL = 2_048  # below this the reference path is used: tiny calls never compile (measured below)
 _FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _tau_tensors = {}  # (tau, dtype) -> 0-d tensor: saves a tensor construction per call
@@ -189,7 +189,7 @@ def fast_path_supported(logits:Tensor, # the logits a caller wants to sample fro
     if not hasattr(torch, 'compile') or torch.compiler.is_compiling(): return False
     return True
 
-# %% ../nbs/05_performance.ipynb #ce098831
+# %% ../nbs/05_performance.ipynb #0f2607a8
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on the CPU; `-inf` masks a category
                         tau:float=1.0, # temperature > 0 (a Python number)
                         hard:bool=False, # return the one-hot sample in the forward pass, with the soft sample's gradient
@@ -220,7 +220,7 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on the C
         raise ValueError('logits contain a non-finite row maximum')  # unreachable: G is finite
     return y
 
-# %% ../nbs/05_performance.ipynb #37212298
+# %% ../nbs/05_performance.ipynb #4bafb56f
 def interleaved_median_ms(fns:dict, # name -> zero-argument callable
                           rounds:int=15, # timed rounds; each calls every candidate once
                           warmup:int=2, # untimed rounds first (compilation, caches)
@@ -237,7 +237,7 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
             times[name].append(time.perf_counter() - start)
     return {name: 1e3 * sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
-# %% ../nbs/05_performance.ipynb #f5cd78e0
+# %% ../nbs/05_performance.ipynb #96fb4b49
 def _ours(logits, tau=1.0, hard=False, dim=-1):
     "The library's choice: the fast path where supported, chapter 2's implementation elsewhere."
     if fast_path_supported(logits, tau, dim): return fast_gumbel_softmax(logits, tau, hard, dim)
@@ -279,7 +279,7 @@ def bench_table(rows:list[dict], # from `bench_rows`
     return head + '\n'.join(f"| {r['shape']} | {r['dtype']} | {r['device']} | {r['mode']} | {r['ours_ms']:.3f} | {r['torch_ms']:.3f} | "
                             f"{r['clone_ms']:.3f} | {r['torch_ms'] / r['ours_ms']:.2f}x | {r['ours_ms'] / r['clone_ms']:.1f}x |" for r in rows)
 
-# %% ../nbs/05_performance.ipynb #1b9ddc3d
+# %% ../nbs/05_performance.ipynb #295bfb24
 def _parse_shape(s:str) -> tuple[int, int]:
     try: b, k = (int(v) for v in s.lower().split('x'))
     except ValueError: raise ValueError(f"shapes must look like 1024x1024, got {s!r}") from None
