@@ -81,6 +81,8 @@ def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch sh
                    generator:torch.Generator|None=None, # source of randomness; the global RNG when None
                   ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
     "Gumbel-softmax (Concrete) sample `softmax((logits + G) / tau)`, computed in float32 for half inputs; `hard=True` is straight-through."
+    from gumbel_tut.fast import fast_path_supported, fast_gumbel_softmax  # imported here: chapter 5 builds on this one
+    if fast_path_supported(logits, tau, dim): return fast_gumbel_softmax(logits, tau, hard, dim, generator)
     dim = check_logits(logits, dim)
     dtype = _compute_dtype(logits.dtype)
     tau = _tau_against(check_tau(tau), logits, dim, dtype)

@@ -207,6 +207,12 @@ def test_straight_through_gradient_equals_soft_gradient(rows):
     if theta.numel() >= fast.SMALL_GRAD_MAX_NUMEL: assert torch.equal(gh, gs)   # the same backward kernel
     else: torch.testing.assert_close(gh, gs, rtol=1e-5, atol=1e-6)
 
+def reference(*args, **kwargs):
+    "Chapter 2's reference `gumbel_softmax`, with the dispatch to the fast path switched off."
+    previous = set_fast_path(False)
+    try: return gumbel_softmax(*args, **kwargs)
+    finally: set_fast_path(previous)
+
 def _saved(fn, x):
     "(new bytes saved for backward, bytes of saved tensors that share x's storage)."
     new, shared = [], []
@@ -224,7 +230,7 @@ def test_no_saved_bxk_activation(hard, dim):
     new, shared = _saved(lambda t: fast_gumbel_softmax(t, 0.5, hard=hard, dim=dim), x)
     assert new <= 64, new                      # a 2-word key and a scalar tau
     assert shared == x.numel() * 4             # the caller's logits themselves, not a copy
-    ref_new, _ = _saved(lambda t: gumbel_softmax(t, 0.5, hard=hard, dim=dim), x)
+    ref_new, _ = _saved(lambda t: reference(t, 0.5, hard=hard, dim=dim), x)
     assert ref_new >= x.numel() * 4            # the eager reference keeps B x K activations
 
 # --- bad input: the same ValueErrors as chapter 2 -----------------------------------------------------
@@ -246,7 +252,7 @@ BAD = {'tau=0': (torch.zeros(8, 3), dict(tau=0.0)), 'tau<0': (torch.zeros(8, 3),
 @pytest.mark.parametrize('case', BAD)
 def test_bad_input_same_error_as_reference(case):
     logits, kw = BAD[case]
-    with pytest.raises(ValueError) as want: gumbel_softmax(logits, **kw)
+    with pytest.raises(ValueError) as want: reference(logits, **kw)
     with pytest.raises(ValueError) as got: fast_gumbel_softmax(logits, **kw)
     assert str(got.value) == str(want.value)
 
@@ -264,6 +270,15 @@ def test_fast_path_supported():
     try: assert not fast_path_supported(big)
     finally: set_fast_path(previous)
 
+def test_gumbel_softmax_dispatches():
+    "Chapter 2's entry point runs the fast path where it is supported, the reference elsewhere."
+    big, small = torch.randn(300, 100, generator=gen(50)), torch.randn(16, 10, generator=gen(51))
+    for hard in (False, True):
+        assert torch.equal(gumbel_softmax(big, 0.7, hard=hard, generator=gen(52)), fast_gumbel_softmax(big, 0.7, hard, generator=gen(52)))
+        assert torch.equal(gumbel_softmax(small, 0.7, hard=hard, generator=gen(53)), reference(small, 0.7, hard=hard, generator=gen(53)))
+    tau = torch.full((300, 1), 0.7)  # a tensor temperature stays on the reference path (gradient to tau)
+    assert torch.equal(gumbel_softmax(big, tau, generator=gen(54)), reference(big, tau, generator=gen(54)))
+
 def test_compile_failure_falls_back_to_reference(monkeypatch):
     def broken_compile(*args, **kwargs): raise RuntimeError('no C++ compiler (simulated)')
     monkeypatch.setattr(torch, 'compile', broken_compile)
@@ -274,7 +289,7 @@ def test_compile_failure_falls_back_to_reference(monkeypatch):
     with pytest.warns(RuntimeWarning, match='simulated'):
         y = fast_gumbel_softmax(logits, 0.5, generator=gen(41))
     g = gen(41); draw_key(g)   # the fallback ran after the key draw
-    assert torch.equal(y, gumbel_softmax(logits, 0.5, generator=g))
+    assert torch.equal(y, reference(logits, 0.5, generator=g))
     assert not fast_path_supported(torch.zeros(1000, 100))
 
 def test_bench_json_rows(tmp_path):
