@@ -9,14 +9,20 @@ from scipy import stats
 from torch.distributions.relaxed_categorical import RelaxedOneHotCategorical, ExpRelaxedCategorical
 from gumbel_tut import (gumbel_softmax, gumbel_noise, check_tau, straight_through, one_hot_argmax, chi_square_pvalue,
                         concrete_log_prob, exp_concrete_log_prob, binary_concrete, binary_concrete_log_prob,
-                        ExpGumbelSoftmax, ExponentialSchedule, LinearSchedule, CosineSchedule)
-from gumbel_tut.relax import GumbelSoftmax   # the distribution (chapter 3 also has an estimator of that name)
+                        ExpGumbelSoftmax, GumbelSoftmax, ExponentialSchedule, LinearSchedule, CosineSchedule, set_fast_path)
 
 ALPHA, Z_MAX = 1e-3, 4.0
 HALF = [torch.float16, torch.bfloat16]
 DTYPES = [torch.float32, torch.float64] + HALF
 
 def gen(seed): return torch.Generator().manual_seed(seed)
+
+@pytest.fixture(autouse=True, params=['fast path', 'reference'])
+def implementation(request):
+    "Every test runs twice: with chapter 5's CPU fast path where it applies, and on the reference implementation alone."
+    previous = set_fast_path(request.param == 'fast path')
+    yield request.param
+    set_fast_path(previous)
 
 # --- the sampler -----------------------------------------------------------------------------------
 
