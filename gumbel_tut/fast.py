@@ -239,9 +239,8 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
 
 # %% ../nbs/05_performance.ipynb #96fb4b49
 def _ours(logits, tau=1.0, hard=False, dim=-1):
-    "The library's choice: the fast path where supported, chapter 2's implementation elsewhere."
-    if fast_path_supported(logits, tau, dim): return fast_gumbel_softmax(logits, tau, hard, dim)
-    from gumbel_tut.relax import gumbel_softmax
+    "What users call: chapter 2's `gumbel_softmax`, which takes the fast path where it is supported."
+    from gumbel_tut.relax import gumbel_softmax  # imported here: relax imports this module lazily too
     return gumbel_softmax(logits, tau, hard=hard, dim=dim)
 
 def _candidates(x:Tensor, mode:str, tau:float) -> dict:
