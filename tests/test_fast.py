@@ -255,7 +255,7 @@ def test_fast_path_supported():
     big = torch.zeros(FAST_MIN_NUMEL // 64 + 1, 64)
     assert fast_path_supported(big, 1.0, -1) and fast_path_supported(big.half(), 0.5, 0)
     assert not fast_path_supported(torch.zeros(16, 10))                    # below the size threshold
-    assert fast_path_supported(torch.zeros(256, 10))                       # the small shape takes the fast path
+    assert fast_path_supported(torch.zeros(256, 10))                       # a small batch (256 ten-way choices) takes the fast path
     assert not fast_path_supported(big, torch.tensor(1.0))                 # tensor tau: reference (gradient to tau)
     assert not fast_path_supported(big, 0.0) and not fast_path_supported(big, float('nan'))
     assert not fast_path_supported(big.long()) and not fast_path_supported(big, dim=2)
