@@ -149,17 +149,6 @@ def test_extreme_logits_and_low_tau():
             y = fast_gumbel_softmax(logits, 0.01, hard=hard, generator=gen(20))
             assert y.isfinite().all() and (y >= 0).all()
 
-CASES = {'peaked': torch.tensor([6.0, 0.0, -1.0, 2.0, -3.0]),
-         'near-uniform': torch.tensor([0.0, 1e-2, -1e-2, 2e-2]),
-         'masked': torch.tensor([1.0, float('-inf'), 0.0, -0.5]),
-         '50 categories': 0.5 * torch.randn(50, generator=gen(21))}
-
-@pytest.mark.parametrize('name', CASES)
-def test_hard_frequencies_match_softmax(name):
-    logits, n = CASES[name], 200_000
-    h = fast_gumbel_softmax(logits.expand(n, -1), 0.7, hard=True, generator=gen(sum(map(ord, name))))
-    assert chi_square_pvalue(h.sum(0), logits.double().softmax(0)) > ALPHA
-
 def test_implied_noise_differences_are_logistic():
     "At tau = 1, log y_1 - log y_0 = G_1 - G_0 for zero logits: the difference of two Gumbels is logistic."
     y = fast_gumbel_softmax(torch.zeros(2**18, 2, dtype=torch.float64), generator=gen(22))
