@@ -46,7 +46,7 @@ class Estimator:
         "Draw `n_samples` samples of `z`; differentiable for pathwise estimators."
         check_logits(logits, -1)
         tau = check_tau(tau)
-        if isinstance(tau, Tensor):  # align a per-example tau with logits (chapter 2's rules), then add the sample dim
+        if isinstance(tau, Tensor):  # align a per-example tau with logits (chapter 1's rules), then add the sample dim
             tau = _tau_against(tau, logits, logits.dim() - 1, _compute_dtype(logits.dtype))
             tau = tau.expand(self.n_samples, *tau.shape)
         return self._sample(logits.expand(self.n_samples, *logits.shape), tau, generator)
@@ -181,7 +181,7 @@ def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a c
     "One-hot sample from `softmax(logits)` whose gradient is ST-GS's averaged over `k` Gumbels conditioned on the sample."
     dim = check_logits(logits, dim)
     dtype = _compute_dtype(logits.dtype)
-    tau = _tau_against(check_tau(tau), logits, dim, dtype)  # chapter 2's broadcasting rules for a tensor tau
+    tau = _tau_against(check_tau(tau), logits, dim, dtype)  # chapter 1's broadcasting rules for a tensor tau
     k = _check_positive_int(k, 'k')
     index = gumbel_max(logits, dim=dim, generator=generator)
     perturbed = conditional_gumbel(logits, index, k=k, dim=dim, generator=generator)

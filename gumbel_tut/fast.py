@@ -62,13 +62,13 @@ def counter_bits(key:Tensor, # int64 key `[k0, k1, gamma]`, from `draw_key` or `
     return _mix64(splitmix64(key[0], counter, key[2]) ^ key[1])
 
 # %% ../nbs/05_performance.ipynb #810490b1
-_TINY_UNIFORM = 2.0**-54  # as in chapter 1: U = max(k 2^-53, 2^-54), so log(U) is finite
+_TINY_UNIFORM = 2.0**-54  # as in chapter 0: U = max(k 2^-53, 2^-54), so log(U) is finite
 
 def counter_gumbel_noise(key:Tensor, # int64 key `[k0, k1, gamma]`, from `draw_key` or `make_key`
                          counter:Tensor, # int64 counter of each element (its position in the stream)
                          dtype:torch.dtype=torch.float32, # dtype of the result and of the second logarithm
                         ) -> Tensor: # Gumbel(0, 1) noise, shape of `counter`, finite, in `[-3.62, 36.7]`
-    "Gumbel noise $-\\log(-\\log U)$ from the top 53 bits of `counter_bits(key, counter)`: chapter 1's uniform grid and reach."
+    "Gumbel noise $-\\log(-\\log U)$ from the top 53 bits of `counter_bits(key, counter)`: chapter 0's uniform grid and reach."
     bits53 = _shift_right(counter_bits(key, counter), 11)
     u = (bits53.to(torch.float64) * 2.0**-53).clamp(min=_TINY_UNIFORM)
     e = u.log().neg().to(dtype)  # Exp(1); small E (the right tail of G) needs float64 U
@@ -196,7 +196,7 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on the C
                         dim:int=-1, # the category dimension
                         generator:torch.Generator|None=None, # source of the key; the global RNG when None
                        ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
-    "Chapter 2's `gumbel_softmax`, fused and compiled, with counter-based noise; call it where `fast_path_supported` is True."
+    "Chapter 1's `gumbel_softmax`, fused and compiled, with counter-based noise; call it where `fast_path_supported` is True."
     tau = check_tau(tau)
     if not (isinstance(logits, Tensor) and logits.dtype in _FAST_DTYPES and logits.device.type == 'cpu'
             and logits.dim() and -logits.dim() <= dim < logits.dim() and logits.shape[dim]):
@@ -239,7 +239,7 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
 
 # %% ../nbs/05_performance.ipynb #96fb4b49
 def _ours(logits, tau=1.0, hard=False, dim=-1):
-    "What users call: chapter 2's `gumbel_softmax`, which takes the fast path where it is supported."
+    "What users call: chapter 1's `gumbel_softmax`, which takes the fast path where it is supported."
     from gumbel_tut.relax import gumbel_softmax  # imported here: relax imports this module lazily too
     return gumbel_softmax(logits, tau, hard=hard, dim=dim)
 

@@ -151,7 +151,7 @@ def binary_concrete(logit:Tensor, # log-odds $\log\alpha$ of the event, any shap
     if (bad := logit.isnan()).any(): raise ValueError(f"logit contains NaN (first at index {_first_index(bad)})")
     tau = check_tau(tau)
     dtype = _compute_dtype(logit.dtype)
-    # the difference of two Gumbels is logistic; drawing it this way reuses the float64 noise of chapter 1
+    # the difference of two Gumbels is logistic; drawing it this way reuses the float64 noise of chapter 0
     g = gumbel_noise((2,) + logit.shape, generator=generator, dtype=dtype, device=logit.device)
     tau = tau.to(dtype) if isinstance(tau, Tensor) else tau
     return torch.sigmoid((logit.to(dtype) + g[0] - g[1]) / tau).to(logit.dtype)

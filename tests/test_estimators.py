@@ -1,4 +1,4 @@
-"""Chapter 3 beyond the notebook: the estimators' means against exact gradients, the conditional Gumbel sampler,
+"""Chapter 2 beyond the notebook: the estimators' means against exact gradients, the conditional Gumbel sampler,
 Gumbel-Rao against ST-GS, forward distributions, the calling convention, and every bad input.
 
 Statistical tests use fixed seeds and thresholds from the statistic's null distribution: p-values of KS /

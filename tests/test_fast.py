@@ -1,4 +1,4 @@
-"""Chapter 5 beyond the notebook: the compiled CPU fast path is chapter 2's sampler, in distribution and in API.
+"""Chapter 5 beyond the notebook: the compiled CPU fast path is chapter 1's sampler, in distribution and in API.
 
 `fast_gumbel_softmax` is called directly (it does not apply the size threshold), so small inputs exercise the
 compiled kernels too. Statistical tests use fixed seeds and thresholds from the statistic's null distribution:
@@ -20,7 +20,7 @@ DTYPES = [torch.float32, torch.float64] + HALF
 def gen(seed): return torch.Generator().manual_seed(seed)
 
 def eager_formula(x, key, tau, dim=-1):
-    "Chapter 2's formula, run eagerly (autograd included) on the counter-based noise of `key`."
+    "Chapter 1's formula, run eagerly (autograd included) on the counter-based noise of `key`."
     dtype = torch.float32 if x.dtype in HALF else x.dtype
     xl = x.movedim(dim, -1).to(dtype)
     z = xl + counter_gumbel_noise(key, torch.arange(xl.numel()).view(xl.shape), dtype)
@@ -54,7 +54,7 @@ def test_noise_float32_matches_float64_route():
     torch.testing.assert_close(g32.double(), g64, rtol=2e-7, atol=2e-7)
 
 def test_noise_reach_and_tail_beyond_float32():
-    "The extremes are chapter 1's, and exceedances of 16.7 (past float32 inverse-CDF noise) follow the true tail."
+    "The extremes are chapter 0's, and exceedances of 16.7 (past float32 inverse-CDF noise) follow the true tail."
     k = torch.tensor([0, 2**53 - 1])
     u = (k.double() * 2.0**-53).clamp(min=2.0**-54)
     lo, hi = u.log().neg().float().log().neg()
@@ -109,9 +109,9 @@ def test_keys_reproducible_and_global_rng_untouched():
     torch.manual_seed(7); d = fast_gumbel_softmax(logits, 0.5)
     assert torch.equal(c, d)
 
-# --- the sampler: chapter 2's checks ----------------------------------------------------------------
+# --- the sampler: chapter 1's checks ----------------------------------------------------------------
 
-# Rows on the simplex, hard one-hot, dtypes, masking: tests/test_relax.py runs all of chapter 2's checks through
+# Rows on the simplex, hard one-hot, dtypes, masking: tests/test_relax.py runs all of chapter 1's checks through
 # gumbel_softmax twice, once with this fast path switched on; here are the checks specific to the kernel.
 
 @pytest.mark.parametrize('dim', [0, 1, 2, -1])
@@ -190,7 +190,7 @@ def test_straight_through_gradient_equals_soft_gradient(rows):
     else: torch.testing.assert_close(gh, gs, rtol=1e-5, atol=1e-6)
 
 def reference(*args, **kwargs):
-    "Chapter 2's reference `gumbel_softmax`, with the dispatch to the fast path switched off."
+    "Chapter 1's reference `gumbel_softmax`, with the dispatch to the fast path switched off."
     previous = set_fast_path(False)
     try: return gumbel_softmax(*args, **kwargs)
     finally: set_fast_path(previous)
@@ -215,7 +215,7 @@ def test_no_saved_bxk_activation(hard, dim):
     ref_new, _ = _saved(lambda t: reference(t, 0.5, hard=hard, dim=dim), x)
     assert ref_new >= x.numel() * 4            # the eager reference keeps B x K activations
 
-# --- bad input: the same ValueErrors as chapter 2 -----------------------------------------------------
+# --- bad input: the same ValueErrors as chapter 1 -----------------------------------------------------
 
 def _nan_row():
     x = torch.zeros(64, 300); x[40, 7] = float('nan'); return x
@@ -253,7 +253,7 @@ def test_fast_path_supported():
     finally: set_fast_path(previous)
 
 def test_gumbel_softmax_dispatches():
-    "Chapter 2's entry point runs the fast path where it is supported, the reference elsewhere."
+    "Chapter 1's entry point runs the fast path where it is supported, the reference elsewhere."
     big, small = torch.randn(300, 100, generator=gen(50)), torch.randn(16, 10, generator=gen(51))
     for hard in (False, True):
         assert torch.equal(gumbel_softmax(big, 0.7, hard=hard, generator=gen(52)), fast_gumbel_softmax(big, 0.7, hard, generator=gen(52)))

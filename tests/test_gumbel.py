@@ -1,4 +1,4 @@
-"""Chapter 1 beyond the notebook: distributional tests of the samplers and every bad input.
+"""Chapter 0 beyond the notebook: distributional tests of the samplers and every bad input.
 
 Every statistical test uses a fixed seed and the p-value of its statistic's null distribution with
 alpha = 1e-3, so a correct sampler fails a given test with probability 1e-3 at most."""

@@ -1,4 +1,4 @@
-"""Chapter 2 beyond the notebook: the Gumbel-softmax sampler, its densities, distributions and schedules.
+"""Chapter 1 beyond the notebook: the Gumbel-softmax sampler, its densities, distributions and schedules.
 
 Statistical tests use fixed seeds and thresholds from the statistic's null distribution: chi-square and KS
 p-values > ALPHA = 1e-3, z-scores |z| < 4 (two-sided probability 6e-5 under the null)."""
