@@ -10,7 +10,7 @@ __all__ = ['check_tau', 'one_hot_argmax', 'straight_through', 'gumbel_softmax', 
            'LinearSchedule', 'CosineSchedule']
 
 # %% ../nbs/01_relax.ipynb #907ea6aa
-import math, numbers
+import math, numbers, warnings
 import torch
 from torch import Tensor
 from .gumbel import check_logits, perturb, gumbel_noise, _compute_dtype, _first_index
@@ -75,14 +75,14 @@ def _scaled_perturbed(logits:Tensor, tau, dim:int, generator) -> tuple[Tensor, T
 
 def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                    tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor broadcastable against the batch shape (or logits' shape with size 1 at `dim`)
-                   *,
                    hard:bool=False, # return the one-hot sample in the forward pass, with the soft sample's gradient
+                   eps:float=1e-10, # accepted for compatibility with `F.gumbel_softmax` and ignored, as torch does
                    dim:int=-1, # the category dimension
+                   *,
                    generator:torch.Generator|None=None, # source of randomness; the global RNG when None
                   ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
     "Gumbel-softmax (Concrete) sample `softmax((logits + G) / tau)`, computed in float32 for half inputs; `hard=True` is straight-through."
-    from gumbel_tut.fast import fast_path_supported, fast_gumbel_softmax  # imported here: chapter 5 builds on this one
-    if fast_path_supported(logits, tau, dim): return fast_gumbel_softmax(logits, tau, hard, dim, generator)
+    if eps != 1e-10: warnings.warn('`eps` parameter is deprecated and has no effect.', stacklevel=2)  # torch's warning
     dim = check_logits(logits, dim)
     dtype = _compute_dtype(logits.dtype)
     tau = _tau_against(check_tau(tau), logits, dim, dtype)
@@ -175,7 +175,7 @@ class _SimplexRelaxed(Distribution):
     arg_constraints = {"temperature": constraints.positive, "logits": constraints.real_vector, "probs": constraints.simplex}
     has_rsample = True
 
-    def __init__(self, temperature, logits=None, probs=None, hard=False, validate_args=None):
+    def __init__(self, temperature, probs=None, logits=None, validate_args=None, hard=False):
         if (logits is None) == (probs is None):
             raise ValueError("give exactly one of logits or probs")
         if probs is not None:
@@ -246,10 +246,10 @@ class ExpGumbelSoftmax(_SimplexRelaxed):
 
     def __init__(self,
                  temperature:float|Tensor, # temperature > 0 (a tensor broadcasts against the batch shape)
-                 logits:Tensor|None=None, # unnormalized log-probabilities (last dim = categories); `-inf` masks
-                 probs:Tensor|None=None, # or probabilities (zeros mask)
+                 probs:Tensor|None=None, # probabilities (last dim = categories; zeros mask), second as in torch
+                 logits:Tensor|None=None, # or unnormalized log-probabilities; `-inf` masks
                  validate_args:bool|None=None): # check `value` in log_prob
-        super().__init__(temperature, logits, probs, False, validate_args)
+        super().__init__(temperature, probs, logits, validate_args)
 
     def rsample(self, sample_shape=torch.Size(), generator:torch.Generator|None=None) -> Tensor:
         "Reparameterized sample `log_softmax((logits + G) / temperature)`: finite for any finite logits."
@@ -269,11 +269,12 @@ class GumbelSoftmax(_SimplexRelaxed):
 
     def __init__(self,
                  temperature:float|Tensor, # temperature > 0 (a tensor broadcasts against the batch shape)
-                 logits:Tensor|None=None, # unnormalized log-probabilities (last dim = categories); `-inf` masks
-                 probs:Tensor|None=None, # or probabilities (zeros mask)
-                 hard:bool=False, # rsample returns the straight-through one-hot (soft gradient)
-                 validate_args:bool|None=None): # check `value` in log_prob
-        super().__init__(temperature, logits, probs, hard, validate_args)
+                 probs:Tensor|None=None, # probabilities (last dim = categories; zeros mask), second as in torch
+                 logits:Tensor|None=None, # or unnormalized log-probabilities; `-inf` masks
+                 validate_args:bool|None=None, # check `value` in log_prob
+                 *,
+                 hard:bool=False): # rsample returns the straight-through one-hot (soft gradient)
+        super().__init__(temperature, probs, logits, validate_args, hard)
 
     def rsample_both(self, sample_shape=torch.Size(), generator:torch.Generator|None=None) -> tuple[Tensor, Tensor]:
         "`(hard, soft)` from one noise draw: the straight-through one-hot and the relaxed sample it wraps."
