@@ -8,7 +8,7 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 DOCS_WORKERS ?= 2
 
-.PHONY: setup test check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench readme export clean chromium
+.PHONY: setup test check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench readme export clean chromium test-triton bench-gpu
 
 ## setup: create .venv and install the project (editable) with its dev and docs extras, pinned by constraints.txt
 setup: $(STAMP)
@@ -52,6 +52,20 @@ pytest: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/gumbel-tut-bench $(BENCH_ARGS)
+
+## test-triton: install the optional triton extra (about 1 GB) and test the Triton kernels; without a GPU they
+## run in Triton's interpreter on CPU tensors (TRITON_INTERPRET=1)
+test-triton: setup
+	$(PIP_INSTALL) -c constraints.txt -e '.[triton]'
+	$(BIN)/python -m pytest -p no:xdist -q tests/test_triton.py
+
+## bench-gpu: on a machine with a CUDA GPU: the Triton tests on CUDA, then the GPU benchmark (writes bench-gpu.json)
+bench-gpu: setup
+	$(PIP_INSTALL) -c constraints.txt -e '.[triton]'
+	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make bench-gpu: no CUDA device here')"
+	$(BIN)/python -m pytest -p no:xdist -q tests/test_triton.py
+	$(BIN)/gumbel-tut-bench --device cuda --backend triton --shapes 65536x4096,8192x32000 --json bench-gpu.json
+	$(BIN)/gumbel-tut-bench --device cuda --backend fast --shapes 65536x4096,8192x32000 --json bench-gpu-fast.json
 
 ## lab: JupyterLab on nbs/ for reading along
 lab: setup

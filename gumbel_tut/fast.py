@@ -11,7 +11,7 @@ __all__ = ['BACKENDS', 'compile_seconds', 'SMALL_GRAD_MAX_NUMEL', 'fast_log_expo
            'interleaved_median_ms', 'bench_rows', 'bench_table', 'gumbel_tut_bench', 'splitmix64', 'make_key',
            'draw_key', 'counter_bits', 'counter_gumbel_noise']
 
-# %% ../nbs/05_performance.ipynb #e89ab69f
+# %% ../nbs/05_performance.ipynb #7ecd737c
 import contextvars, math, os, time, warnings
 from contextlib import contextmanager
 from json import dump as _json_dump
@@ -24,7 +24,7 @@ from .gumbel import check_logits, gumbel_noise, _compute_dtype, _TINY_UNIFORM
 from .relax import check_tau, straight_through, one_hot_argmax, _tau_against
 from .relax import gumbel_softmax as reference_gumbel_softmax
 
-# %% ../nbs/05_performance.ipynb #66d823e6
+# %% ../nbs/05_performance.ipynb #948c3d1a
 _BULK_LO, _BULK_HI = 2.0**-12, 1.0 - 2.0**-12  # float32 uniforms outside [lo, hi) are completed to chapter 0's grid
 
 def _complete_uniform(k:Tensor, # float64 bin indices k of float32 draws k 2^-24
@@ -52,7 +52,7 @@ def fast_log_exponential(shape:torch.Size|tuple, # shape of the result
     if lo.item() < _BULK_LO or hi.item() >= _BULK_HI: _refine_tails(u, log_e, generator)
     return log_e
 
-# %% ../nbs/05_performance.ipynb #07e24e59
+# %% ../nbs/05_performance.ipynb #2ea725d1
 _tau_tensors = {}  # (tau, dtype, device) -> 0-d tensor: saves a tensor construction per call
 
 def _tau_tensor(tau:float, dtype:torch.dtype, device=None) -> Tensor:
@@ -85,7 +85,7 @@ def _soft_from_perturbed(z:Tensor, tau, dim:int, logits:Tensor) -> Tensor:
         y = torch.softmax((z - z.amax(dim, keepdim=True).detach()) / t, dim)
     return y
 
-# %% ../nbs/05_performance.ipynb #cdd49528
+# %% ../nbs/05_performance.ipynb #ce7d4ea7
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                         tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor as in chapter 1
                         hard:bool=False, # return the one-hot sample in the forward pass, with the soft sample's gradient
@@ -110,7 +110,7 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any bat
     if hard: y = straight_through(one_hot_argmax(z, dim), y)
     return y if y.dtype == logits.dtype else y.to(logits.dtype)
 
-# %% ../nbs/05_performance.ipynb #1ace6e22
+# %% ../nbs/05_performance.ipynb #6f4343c7
 BACKENDS = ('reference', 'fast', 'compiled', 'triton')
 _backend = contextvars.ContextVar('gumbel_tut_backend', default='fast')
 
@@ -130,7 +130,7 @@ def use_backend(name:str, # one of `BACKENDS`
     try: yield name
     finally: _backend.reset(token)
 
-# %% ../nbs/05_performance.ipynb #cc358b7e
+# %% ../nbs/05_performance.ipynb #67d7b070
 def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                    tau:float|Tensor=1.0, # temperature > 0 (a tensor only for 'reference' and 'fast')
                    hard:bool=False, # return the one-hot sample in the forward pass, with the soft sample's gradient
@@ -178,7 +178,7 @@ def _backward_kernel(x, key, tau, grad):
     y, _ = _soft_rows(x, key, tau)
     return y * (grad - (grad * y).sum(-1, keepdim=True)) / tau
 
-# %% ../nbs/05_performance.ipynb #71e9a653
+# %% ../nbs/05_performance.ipynb #c0556150
 _KERNELS = {'soft': _soft_kernel, 'hard': _hard_kernel, 'backward': _backward_kernel}
 _compiled = {}  # kernel name -> compiled function
 compile_seconds = {}  # (kernel name, dtype) -> seconds taken by the first (compiling) call
@@ -201,7 +201,7 @@ def _run_kernel(name:str, *args):
     compile_seconds[key] = time.perf_counter() - start
     return out
 
-# %% ../nbs/05_performance.ipynb #24ab274d
+# %% ../nbs/05_performance.ipynb #0f9416d0
 def _compiled_forward(logits:Tensor, key:Tensor, tau:Tensor, hard:bool, dim:int) -> tuple[Tensor, Tensor]:
     "The sample (dtype of `logits`, categories at `dim`) and a 0-d bool: were all row maxima finite?"
     last = dim == logits.dim() - 1  # the common case: skip the (no-op) movedim calls
@@ -232,7 +232,7 @@ class CompiledGumbelSoftmax(torch.autograd.Function):
         x, g = (t.movedim(ctx.dim, -1).to(dtype).contiguous() for t in (saved, grad))
         return _run_kernel('backward', x, key, tau, g).to(saved.dtype).movedim(-1, ctx.dim), None, None, None, None, None
 
-# %% ../nbs/05_performance.ipynb #ddae1048
+# %% ../nbs/05_performance.ipynb #0a333483
 _COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 def compiled_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on the CPU; `-inf` masks a category
@@ -262,7 +262,7 @@ def compiled_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on t
         raise ValueError('logits contain a non-finite row maximum')  # unreachable: G is finite
     return y
 
-# %% ../nbs/05_performance.ipynb #be293da4
+# %% ../nbs/05_performance.ipynb #451a1c81
 _triton = {}  # 'fwd', 'bwd': the kernels, 'triton': the module; filled on first use
 
 def triton_unavailable() -> str|None:
@@ -278,9 +278,35 @@ def _triton_kernels() -> dict:
     if _triton: return _triton
     import triton, triton.language as tl
 
+    # Both kernels start from the same lines: load a block of rows, draw Philox noise for each element's position,
+    # z = x + G. (Written out in each kernel: Triton's interpreter does not resolve helpers defined in a closure.)
     @triton.jit
-    def perturbed(x_ptr, seed, rows, B, K, ROWS: tl.constexpr, BLOCK: tl.constexpr):
-        "z = x + G for a block of rows; G from 53-bit Philox uniforms (chapter 0's grid)."
+    def fwd(x_ptr, y_ptr, flag_ptr, seed, B, K, tau, HARD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+        cols = tl.arange(0, BLOCK)
+        inside = (rows[:, None] < B) & (cols[None, :] < K)
+        offs = rows[:, None] * K + cols[None, :]
+        x = tl.load(x_ptr + offs, mask=inside, other=float('-inf')).to(tl.float32)
+        a, b, _, _ = tl.randint4x(seed, offs.to(tl.int32))
+        hi = (a.to(tl.uint32, bitcast=True) >> 5).to(tl.float64)   # 27 bits
+        lo = (b.to(tl.uint32, bitcast=True) >> 6).to(tl.float64)   # 26 bits
+        u = tl.maximum((hi * 67108864.0 + lo) * 1.1102230246251565e-16, 5.551115123125783e-17)  # 2^26, 2^-53, 2^-54
+        z = x - tl.log((-tl.log(u)).to(tl.float32))
+        m = tl.max(z, axis=1)
+        bad = tl.sum(((x != x) | (x == float('inf'))).to(tl.int32), axis=1) > 0
+        tl.store(flag_ptr + rows, bad | (m == float('-inf')), mask=rows < B)
+        if HARD:
+            y = tl.where(cols[None, :] == tl.argmax(z, axis=1)[:, None], 1.0, 0.0)
+        else:
+            shift = tl.where(m > float('-inf'), m, 0.0)   # padding rows (and flagged all -inf rows) stay NaN-free
+            e = tl.where(inside, tl.exp((z - shift[:, None]) / tau), 0.0)
+            total = tl.sum(e, axis=1)
+            y = e / tl.where(total > 0, total, 1.0)[:, None]
+        tl.store(y_ptr + offs, y, mask=inside)
+
+    @triton.jit
+    def bwd(x_ptr, g_ptr, dx_ptr, seed, B, K, tau, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
         cols = tl.arange(0, BLOCK)
         inside = (rows[:, None] < B) & (cols[None, :] < K)
         offs = rows[:, None] * K + cols[None, :]
@@ -288,33 +314,13 @@ def _triton_kernels() -> dict:
         a, b, _, _ = tl.randint4x(seed, offs.to(tl.int32))
         hi = (a.to(tl.uint32, bitcast=True) >> 5).to(tl.float64)
         lo = (b.to(tl.uint32, bitcast=True) >> 6).to(tl.float64)
-        u = tl.maximum((hi * 67108864.0 + lo) * 1.1102230246251565e-16, 5.551115123125783e-17)  # 2^26, 2^-53, 2^-54
-        return x, x - tl.log((-tl.log(u)).to(tl.float32)), offs, inside
-
-    @triton.jit
-    def soft_rows(z, inside, tau):
+        u = tl.maximum((hi * 67108864.0 + lo) * 1.1102230246251565e-16, 5.551115123125783e-17)
+        z = x - tl.log((-tl.log(u)).to(tl.float32))   # the forward's z, recomputed from (x, seed, position)
         m = tl.max(z, axis=1)
-        e = tl.where(inside, tl.exp((z - m[:, None]) / tau), 0.0)
-        return e / tl.sum(e, axis=1)[:, None], m
-
-    @triton.jit
-    def fwd(x_ptr, y_ptr, flag_ptr, seed, B, K, tau, HARD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
-        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-        x, z, offs, inside = perturbed(x_ptr, seed, rows, B, K, ROWS, BLOCK)
-        m = tl.max(z, axis=1)
-        bad = tl.sum(((x != x) | (x == float('inf'))).to(tl.int32), axis=1) > 0
-        tl.store(flag_ptr + rows, bad | (m == float('-inf')), mask=rows < B)
-        if HARD:
-            y = tl.where(tl.arange(0, BLOCK)[None, :] == tl.argmax(z, axis=1)[:, None], 1.0, 0.0)
-        else:
-            y, _ = soft_rows(z, inside, tau)
-        tl.store(y_ptr + offs, y, mask=inside)
-
-    @triton.jit
-    def bwd(x_ptr, g_ptr, dx_ptr, seed, B, K, tau, ROWS: tl.constexpr, BLOCK: tl.constexpr):
-        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-        x, z, offs, inside = perturbed(x_ptr, seed, rows, B, K, ROWS, BLOCK)
-        y, _ = soft_rows(z, inside, tau)
+        shift = tl.where(m > float('-inf'), m, 0.0)
+        e = tl.where(inside, tl.exp((z - shift[:, None]) / tau), 0.0)
+        total = tl.sum(e, axis=1)
+        y = e / tl.where(total > 0, total, 1.0)[:, None]
         g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
         dx = y * (g - tl.sum(g * y, axis=1)[:, None]) / tau
         tl.store(dx_ptr + offs, dx, mask=inside)
@@ -322,7 +328,7 @@ def _triton_kernels() -> dict:
     _triton.update(triton=triton, fwd=fwd, bwd=bwd)
     return _triton
 
-# %% ../nbs/05_performance.ipynb #ccc3cc52
+# %% ../nbs/05_performance.ipynb #da1de1fb
 def _triton_grid(b:int, k:int) -> tuple[int, int, int]:
     "(programs, rows per program, block width): about 8192 elements per program, whole rows."
     triton = _triton['triton']
@@ -378,10 +384,11 @@ def triton_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on a C
     y = TritonGumbelSoftmax.apply(x, seed, tau, bool(hard) and not needs_grad, flags)
     if flags.any(): check_logits(logits, dim)
     if hard and needs_grad:  # the one-hot of the same z (same seed), with the soft sample's gradient
-        with torch.no_grad(): y = straight_through(TritonGumbelSoftmax.apply(x, seed, tau, True, flags), y)
+        with torch.no_grad(): one_hot = TritonGumbelSoftmax.apply(x, seed, tau, True, flags)
+        y = straight_through(one_hot, y)
     return y.reshape(moved.shape).movedim(-1, dim).to(logits.dtype)
 
-# %% ../nbs/05_performance.ipynb #4715f6ef
+# %% ../nbs/05_performance.ipynb #f28bdd9f
 def interleaved_median_ms(fns:dict, # name -> zero-argument callable
                           rounds:int=15, # timed rounds; each times every candidate once
                           warmup:int=2, # untimed calls of each candidate first (caches, compilation)
@@ -398,7 +405,7 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
         for name, timer in timers.items(): times[name].append(timer.timeit(numbers[name]).median)
     return {name: 1e3 * sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
-# %% ../nbs/05_performance.ipynb #0afa938d
+# %% ../nbs/05_performance.ipynb #37fdd060
 def _candidates(x:Tensor, mode:str, tau:float, backend:str) -> dict:
     "Callables for ours (the public sampler with `backend`), torch and clone in `mode` ('fwd', 'fwd+bwd' or 'hard')."
     ours = lambda t, hard=False: gumbel_softmax(t, tau, hard, backend=backend)
@@ -438,7 +445,7 @@ def bench_table(rows:list[dict], # from `bench_rows`
                             f"{r['torch_ms']:.3f} | {r['clone_ms']:.3f} | {r['torch_ms'] / r['ours_ms']:.2f}x | "
                             f"{r['ours_ms'] / r['clone_ms']:.1f}x |" for r in rows)
 
-# %% ../nbs/05_performance.ipynb #8d9b156f
+# %% ../nbs/05_performance.ipynb #d127aea5
 def _parse_shape(s:str) -> tuple[int, int]:
     try: b, k = (int(v) for v in s.lower().split('x'))
     except ValueError: raise ValueError(f"shapes must look like 1024x1024, got {s!r}") from None
