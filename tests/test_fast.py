@@ -174,7 +174,7 @@ def test_float32_uniform_grid():
 def test_completion_reaches_chapter_zero_extremes():
     k = torch.tensor([0.0, 0.0, 2.0**24 - 1, 2.0**24 - 1, 12345.0], dtype=torch.float64)
     v = torch.tensor([0.0, 1 - 2.0**-53, 0.0, 1 - 2.0**-53, 0.5], dtype=torch.float64)
-    u = fast._complete_uniform(k, v)
+    u = fast._complete_uniform(k * 2.0**-24, v)
     assert u.tolist() == [2.0**-54, (2.0**29 - 1) * 2.0**-53, (2.0**24 - 1) * 2.0**-24, 1 - 2.0**-53, (12345 + 0.5) * 2.0**-24]
     g = -u.log().neg().log()
     assert abs(g[0] + math.log(54 * math.log(2))) < 1e-12 and abs(g[3] - 53 * math.log(2)) < 1e-6
@@ -190,7 +190,7 @@ def test_fast_noise_tails_are_chapter_zeros():
     "Conditioned on either refined tail, the noise follows the Gumbel law; and it reaches past float32's 16.64."
     g = torch.cat([-fast_log_exponential((2**24,), gen(13 + i)).double() for i in range(8)])   # 2^27 draws
     F_ = lambda t: np.exp(-np.exp(-t))
-    hi, lo = -math.log(-math.log1p(-2.0**-12)), -math.log(-math.log(2.0**-12))
+    hi, lo = -math.log(-math.log1p(-2.0**-16)), -math.log(-math.log(2.0**-16))
     right, left = g[g >= hi].numpy(), g[g < lo].numpy()
     assert stats.kstest(right, lambda t: (F_(t) - F_(hi)) / (1 - F_(hi))).pvalue > ALPHA
     assert stats.kstest(left, lambda t: F_(t) / F_(lo)).pvalue > ALPHA
@@ -203,7 +203,7 @@ def test_fast_refinement_draws_only_for_tails():
     "Same generator: the bulk equals -log(-log U24) of the same float32 draws; tail elements differ and lie in their bins."
     u = torch.rand(2**20, generator=gen(14))
     log_e = fast_log_exponential((2**20,), gen(14))
-    tail = (u < 2.0**-12) | (u >= 1 - 2.0**-12)
+    tail = (u < 2.0**-16) | (u >= 1 - 2.0**-16)
     assert tail.any()
     torch.testing.assert_close(log_e[~tail], u[~tail].log().neg().log(), rtol=0, atol=0)
     g_tail, u_tail = -log_e[tail].double(), u[tail].double()
