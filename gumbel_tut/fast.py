@@ -11,7 +11,7 @@ __all__ = ['BACKENDS', 'compile_seconds', 'SMALL_GRAD_MAX_NUMEL', 'fast_log_expo
            'interleaved_median_ms', 'bench_rows', 'bench_table', 'gumbel_tut_bench', 'splitmix64', 'make_key',
            'draw_key', 'counter_bits', 'counter_gumbel_noise']
 
-# %% ../nbs/05_performance.ipynb #c2e95b91
+# %% ../nbs/05_performance.ipynb #f561c1ac
 import contextvars, math, os, time, warnings
 from contextlib import contextmanager
 from json import dump as _json_dump
@@ -24,7 +24,7 @@ from .gumbel import check_logits, gumbel_noise, _compute_dtype, _TINY_UNIFORM
 from .relax import check_tau, straight_through, one_hot_argmax, _tau_against
 from .relax import gumbel_softmax as reference_gumbel_softmax
 
-# %% ../nbs/05_performance.ipynb #09d966ef
+# %% ../nbs/05_performance.ipynb #623f90c5
 _BULK_LO, _BULK_HI = 2.0**-16, 1.0 - 2.0**-16  # float32 uniforms outside [lo, hi) are completed to chapter 0's grid
 
 def _complete_uniform(u24:Tensor, # float64 copies of float32 draws k 2^-24
@@ -54,7 +54,7 @@ def fast_log_exponential(shape:torch.Size|tuple, # shape of the result
     if low or high: _refine_tails(u, log_e, low, high, generator)
     return log_e
 
-# %% ../nbs/05_performance.ipynb #5450fa1d
+# %% ../nbs/05_performance.ipynb #c0649b7a
 _tau_tensors = {}  # (tau, dtype, device) -> 0-d tensor: saves a tensor construction per call
 
 def _tau_tensor(tau:float, dtype:torch.dtype, device=None) -> Tensor:
@@ -87,7 +87,7 @@ def _soft_from_perturbed(z:Tensor, tau, dim:int, logits:Tensor) -> Tensor:
         y = torch.softmax((z - z.amax(dim, keepdim=True).detach()) / t, dim)
     return y
 
-# %% ../nbs/05_performance.ipynb #00c2ddb2
+# %% ../nbs/05_performance.ipynb #38ba3093
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                         tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor as in chapter 1
                         hard:bool=False, # return the one-hot sample in the forward pass, with the soft sample's gradient
@@ -112,7 +112,7 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any bat
     if hard: y = straight_through(one_hot_argmax(z, dim), y)
     return y if y.dtype == logits.dtype else y.to(logits.dtype)
 
-# %% ../nbs/05_performance.ipynb #bc59433a
+# %% ../nbs/05_performance.ipynb #da1d5f15
 BACKENDS = ('reference', 'fast', 'compiled', 'triton')
 _backend = contextvars.ContextVar('gumbel_tut_backend', default='fast')
 
@@ -132,7 +132,7 @@ def use_backend(name:str, # one of `BACKENDS`
     try: yield name
     finally: _backend.reset(token)
 
-# %% ../nbs/05_performance.ipynb #7df30a58
+# %% ../nbs/05_performance.ipynb #1bc3994d
 def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                    tau:float|Tensor=1.0, # temperature > 0 (a tensor only for 'reference' and 'fast')
                    hard:bool=False, # return the one-hot sample in the forward pass, with the soft sample's gradient
@@ -180,7 +180,7 @@ def _backward_kernel(x, key, tau, grad):
     y, _ = _soft_rows(x, key, tau)
     return y * (grad - (grad * y).sum(-1, keepdim=True)) / tau
 
-# %% ../nbs/05_performance.ipynb #360a9dee
+# %% ../nbs/05_performance.ipynb #1cf3f279
 _KERNELS = {'soft': _soft_kernel, 'hard': _hard_kernel, 'backward': _backward_kernel}
 _compiled = {}  # kernel name -> compiled function
 compile_seconds = {}  # (kernel name, dtype) -> seconds taken by the first (compiling) call
@@ -203,7 +203,7 @@ def _run_kernel(name:str, *args):
     compile_seconds[key] = time.perf_counter() - start
     return out
 
-# %% ../nbs/05_performance.ipynb #38193a9b
+# %% ../nbs/05_performance.ipynb #cec27c31
 def _compiled_forward(logits:Tensor, key:Tensor, tau:Tensor, hard:bool, dim:int) -> tuple[Tensor, Tensor]:
     "The sample (dtype of `logits`, categories at `dim`) and a 0-d bool: were all row maxima finite?"
     last = dim == logits.dim() - 1  # the common case: skip the (no-op) movedim calls
@@ -234,7 +234,7 @@ class CompiledGumbelSoftmax(torch.autograd.Function):
         x, g = (t.movedim(ctx.dim, -1).to(dtype).contiguous() for t in (saved, grad))
         return _run_kernel('backward', x, key, tau, g).to(saved.dtype).movedim(-1, ctx.dim), None, None, None, None, None
 
-# %% ../nbs/05_performance.ipynb #5c62fb95
+# %% ../nbs/05_performance.ipynb #c13f526b
 _COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 def compiled_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on the CPU; `-inf` masks a category
@@ -264,7 +264,7 @@ def compiled_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on t
         raise ValueError('logits contain a non-finite row maximum')  # unreachable: G is finite
     return y
 
-# %% ../nbs/05_performance.ipynb #57a3f789
+# %% ../nbs/05_performance.ipynb #db3eabcf
 _triton = {}  # 'fwd', 'bwd': the kernels, 'triton': the module; filled on first use
 
 def triton_unavailable() -> str|None:
@@ -330,7 +330,7 @@ def _triton_kernels() -> dict:
     _triton.update(triton=triton, fwd=fwd, bwd=bwd)
     return _triton
 
-# %% ../nbs/05_performance.ipynb #c9ac3011
+# %% ../nbs/05_performance.ipynb #f2a0f0a1
 def _triton_grid(b:int, k:int) -> tuple[int, int, int]:
     "(programs, rows per program, block width): about 8192 elements per program, whole rows."
     triton = _triton['triton']
@@ -390,7 +390,7 @@ def triton_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on a C
         y = straight_through(one_hot, y)
     return y.reshape(moved.shape).movedim(-1, dim).to(logits.dtype)
 
-# %% ../nbs/05_performance.ipynb #7cc1f24e
+# %% ../nbs/05_performance.ipynb #456918a5
 def interleaved_median_ms(fns:dict, # name -> zero-argument callable
                           rounds:int=15, # timed rounds; each times every candidate once
                           warmup:int=2, # untimed calls of each candidate first (caches, compilation)
@@ -407,7 +407,7 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
         for name, timer in timers.items(): times[name].append(timer.timeit(numbers[name]).median)
     return {name: 1e3 * sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
-# %% ../nbs/05_performance.ipynb #10b9669a
+# %% ../nbs/05_performance.ipynb #fbe87b22
 def _candidates(x:Tensor, mode:str, tau:float, backend:str) -> dict:
     "Callables for ours (the public sampler with `backend`), torch and clone in `mode` ('fwd', 'fwd+bwd' or 'hard')."
     ours = lambda t, hard=False: gumbel_softmax(t, tau, hard, backend=backend)
@@ -447,7 +447,7 @@ def bench_table(rows:list[dict], # from `bench_rows`
                             f"{r['torch_ms']:.3f} | {r['clone_ms']:.3f} | {r['torch_ms'] / r['ours_ms']:.2f}x | "
                             f"{r['ours_ms'] / r['clone_ms']:.1f}x |" for r in rows)
 
-# %% ../nbs/05_performance.ipynb #3b3ad162
+# %% ../nbs/05_performance.ipynb #e13a21b8
 def _parse_shape(s:str) -> tuple[int, int]:
     try: b, k = (int(v) for v in s.lower().split('x'))
     except ValueError: raise ValueError(f"shapes must look like 1024x1024, got {s!r}") from None
