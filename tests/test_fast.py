@@ -149,9 +149,12 @@ VAE_NO_COMPILE_SCRIPT = r"""
 import sys, torch
 def refuse(*args, **kwargs): raise RuntimeError('torch.compile was called')
 torch.compile = refuse
-sys.argv = ['gumbel-tut-vae', '--epochs', '1', '--hidden', '64,32', '--iw_samples', '10', '--quiet', '--out', sys.argv[1]]
+out = sys.argv[1]
+sys.argv = ['gumbel-tut-vae', '--epochs', '1', '--hidden', '64,32', '--iw-samples', '10', '--quiet', '--out', out]
 from gumbel_tut.vae import vae_cli
 vae_cli()
+from pathlib import Path
+assert (Path(out) / 'metrics.json').exists()
 import torch._dynamo.utils as du
 assert sum(du.counters['frames'].values()) == 0, dict(du.counters['frames'])
 assert 'torch._inductor.compile_fx' not in sys.modules
@@ -159,7 +162,9 @@ print('no compilation')
 """
 
 def test_vae_cli_defaults_do_not_compile(tmp_path):
-    out = subprocess.run([sys.executable, '-c', VAE_NO_COMPILE_SCRIPT, str(tmp_path / 'run')], capture_output=True, text=True, timeout=300)
+    script = tmp_path / 'vae_no_compile.py'   # a file, not -c: the command line parser reads sys.argv only in a __main__ module
+    script.write_text(VAE_NO_COMPILE_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / 'run')], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and 'no compilation' in out.stdout, out.stderr[-3000:]
 
 # --- the fast backend's noise --------------------------------------------------------------------
