@@ -41,12 +41,9 @@ def _refine_tails(u:Tensor, log_e:Tensor, low:bool, high:bool, generator) -> Non
     completed = _complete_uniform(u.view(-1)[index].double(), fine)
     log_e.view(-1)[index] = completed.log_().neg_().log_().to(log_e.dtype)
 
-def fast_log_exponential(shape:torch.Size|tuple, # shape of the result
-                         generator:torch.Generator|None=None, # source of randomness; the global RNG when None
-                         device:torch.device|str|None=None, # device of the result (the CPU is where the float32 grid is checked)
-                        ) -> Tensor: # float32 `log E` with E ~ Exp(1): the Gumbel noise is `-log E`, reach [-3.62, 36.7]
-    "`log(-log U)` from float32 uniforms, with the uniforms of the two tail regions completed to chapter 0's 53-bit grid."
-    u = torch.rand(shape, generator=generator, device=device)
+def _log_exponential_like(x:Tensor, generator) -> Tensor:
+    "`fast_log_exponential(x.shape, generator)` for a float32 `x` (`rand_like` has less per-call overhead than `rand`)."
+    u = torch.rand_like(x, memory_format=torch.contiguous_format, generator=generator)
     if u.numel() == 0: return u
     lo, hi = torch.aminmax(u)
     log_e = torch.log(u).neg_().log_()
@@ -54,11 +51,19 @@ def fast_log_exponential(shape:torch.Size|tuple, # shape of the result
     if low or high: _refine_tails(u, log_e, low, high, generator)
     return log_e
 
+def fast_log_exponential(shape:torch.Size|tuple, # shape of the result
+                         generator:torch.Generator|None=None, # source of randomness; the global RNG when None
+                         device:torch.device|str|None=None, # device of the result (the CPU is where the float32 grid is checked)
+                        ) -> Tensor: # float32 `log E` with E ~ Exp(1): the Gumbel noise is `-log E`, reach [-3.62, 36.7]
+    "`log(-log U)` from float32 uniforms, with the uniforms of the two tail regions completed to chapter 0's 53-bit grid."
+    return _log_exponential_like(torch.empty(shape, device=device), generator)
+
 # %% ../nbs/05_performance.ipynb #c0649b7a
-_tau_tensors = {}  # (tau, dtype, device) -> 0-d tensor: saves a tensor construction per call
+_tau_tensors = {}  # (tau, dtype, device) -> 0-d tensor of a checked tau: saves a check and a tensor construction per call
+_HALF = (torch.float16, torch.bfloat16)
 
 def _tau_tensor(tau:float, dtype:torch.dtype, device=None) -> Tensor:
-    "`tau` as a 0-d tensor of `dtype`, clamped into [smallest normal, largest finite] of `dtype`."
+    "A checked `tau` as a 0-d tensor of `dtype`, clamped into [smallest normal, largest finite] of `dtype`."
     key = (tau, dtype, device)
     t = _tau_tensors.get(key)
     if t is None:
@@ -72,20 +77,21 @@ def _structure_ok(logits, dim:int) -> bool:
     return (isinstance(logits, Tensor) and logits.is_floating_point() and logits.dim() > 0
             and -logits.dim() <= dim < logits.dim() and logits.shape[dim] > 0)
 
-def _soft_from_perturbed(z:Tensor, tau, dim:int, logits:Tensor) -> Tensor:
-    "softmax(z / tau) along `dim` for perturbed logits `z` (compute dtype); validates `logits` through the result."
-    if isinstance(tau, Tensor):  # chapter 1's masked division: finite gradients to tau next to masked categories
-        m = z.amax(dim, keepdim=True)
-        if not math.isfinite(m.sum().item()): check_logits(logits, dim)
-        shifted = z - m.detach()
-        masked = shifted == float('-inf')
-        return torch.softmax(torch.where(masked, float('-inf'), torch.where(masked, 0.0, shifted) / tau), dim)
-    y = torch.softmax(z if tau == 1.0 else z / _tau_tensor(tau, z.dtype, z.device), dim)
+def _soft_from_perturbed(z:Tensor, tau:float, t:Tensor, dim:int, logits:Tensor) -> Tensor:
+    "softmax(z / tau) along `dim` for perturbed logits `z` and a numeric `tau` (`t`: its tensor); validates `logits` via the result."
+    y = torch.softmax(z if tau == 1.0 else z / t, dim)
     if not math.isfinite(y.sum().item()):
         check_logits(logits, dim)  # raises for NaN, +inf, all -inf rows; otherwise z / tau overflowed
-        t = _tau_tensor(tau, z.dtype, z.device)
         y = torch.softmax((z - z.amax(dim, keepdim=True).detach()) / t, dim)
     return y
+
+def _soft_tensor_tau(z:Tensor, tau:Tensor, dim:int, logits:Tensor) -> Tensor:
+    "Chapter 1's masked division for a tensor `tau` (aligned): finite gradients to tau next to masked categories."
+    m = z.amax(dim, keepdim=True)
+    if not math.isfinite(m.sum().item()): check_logits(logits, dim)
+    shifted = z - m.detach()
+    masked = shifted == float('-inf')
+    return torch.softmax(torch.where(masked, float('-inf'), torch.where(masked, 0.0, shifted) / tau), dim)
 
 # %% ../nbs/05_performance.ipynb #38ba3093
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
@@ -97,18 +103,21 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any bat
                        ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
     "The 'fast' backend: chapter 1's Gumbel-softmax on float32 uniforms whose tails are completed to chapter 0's grid."
     if not _structure_ok(logits, dim): check_logits(logits, dim)
-    tau = check_tau(tau)
-    dtype = _compute_dtype(logits.dtype)
-    x = logits if logits.dtype == dtype else logits.to(dtype)
-    if dtype == torch.float32 and x.device.type == 'cpu': z = torch.sub(x, fast_log_exponential(x.shape, generator))
-    else: z = x + gumbel_noise(x.shape, generator=generator, dtype=dtype, device=x.device)  # chapter 0's float64 draw
-    if isinstance(tau, Tensor): tau = _tau_against(tau, logits, dim % logits.dim(), dtype)
-    needs_grad = torch.is_grad_enabled() and (logits.requires_grad or isinstance(tau, Tensor) and tau.requires_grad)
+    x = logits.float() if logits.dtype in _HALF else logits  # the compute dtype, as in chapter 1
+    on_cpu = x.is_cpu
+    t = _tau_tensors.get((tau, x.dtype, None)) if on_cpu and type(tau) is float else None  # a tau checked before
+    if t is None:
+        tau = check_tau(tau)
+        if isinstance(tau, Tensor): tau = _tau_against(tau, logits, dim % logits.dim(), x.dtype)
+        else: t = _tau_tensor(tau, x.dtype, None if on_cpu else x.device)
+    if on_cpu and x.dtype == torch.float32: z = torch.sub(x, _log_exponential_like(x, generator))
+    else: z = x + gumbel_noise(x.shape, generator=generator, dtype=x.dtype, device=x.device)  # chapter 0's float64 draw
+    needs_grad = (logits.requires_grad or t is None and tau.requires_grad) and torch.is_grad_enabled()
     if hard and not needs_grad:
         index = z.argmax(dim, keepdim=True)
         if not math.isfinite(z.gather(dim, index).sum().item()): check_logits(logits, dim)
         return torch.zeros_like(logits).scatter_(dim, index, 1.0)
-    y = _soft_from_perturbed(z, tau, dim, logits)
+    y = _soft_tensor_tau(z, tau, dim, logits) if t is None else _soft_from_perturbed(z, tau, t, dim, logits)
     if hard: y = straight_through(one_hot_argmax(z, dim), y)
     return y if y.dtype == logits.dtype else y.to(logits.dtype)
 
@@ -144,8 +153,8 @@ def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch sh
                   ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
     "Gumbel-softmax sample from the backend chosen by `backend`, else the innermost `use_backend`, else 'fast'."
     if eps != 1e-10: warnings.warn('`eps` parameter is deprecated and has no effect.', stacklevel=2)
-    name = _backend.get() if backend is None else backend
-    if name == 'fast': return fast_gumbel_softmax(logits, tau, hard, dim, generator=generator)
+    name = backend or _backend.get()
+    if name == 'fast': return fast_gumbel_softmax(logits, tau, hard, dim, generator=generator)  # first: the default
     if name == 'reference': return reference_gumbel_softmax(logits, tau, hard, dim=dim, generator=generator)
     if name == 'compiled': return compiled_gumbel_softmax(logits, tau, hard, dim, generator=generator)
     if name == 'triton': return triton_gumbel_softmax(logits, tau, hard, dim, generator=generator)
