@@ -104,3 +104,26 @@ def test_no_typed_measurements_in_prose():
     assert not bad, ('Markdown states measurements that the run does not compute; render them from code, assert them '
                      'in a check cell, or (paper figure, constant, chosen parameter, labelled external measurement) add '
                      'them to tests/prose_allowlist.txt with their source:\n' + '\n'.join(bad))
+
+# Chapters whose last section is "References" (full titles and links); the home page collects them all.
+CHAPTERS_WITH_REFERENCES = ('00_gumbel.ipynb', '01_relax.ipynb', '02_estimators.ipynb')
+_ARXIV = re.compile(r'arXiv:(\d{4}\.\d{4,5})')
+
+def _markdown_cells(name:str) -> list[str]:
+    return [''.join(c['source']) for c in json.loads((ROOT / 'nbs' / name).read_text())['cells'] if c['cell_type'] == 'markdown']
+
+def _section(cells:list[str], heading:str) -> str:
+    found = [c for c in cells if c.lstrip().startswith(heading)]
+    assert found, f'no Markdown cell starting with {heading!r}'
+    return found[-1]
+
+@pytest.mark.parametrize('name', CHAPTERS_WITH_REFERENCES)
+def test_chapter_ends_with_references_collected_on_home_page(name):
+    cells = _markdown_cells(name)
+    refs = _section(cells, '## References')
+    assert _ARXIV.search(refs), f'{name}: the References section cites no arXiv paper'
+    for heading in [c.lstrip().split('\n')[0] for c in cells[cells.index(refs) + 1:] if c.lstrip().startswith('## ')]:
+        assert heading.startswith('## Appendix'), f'{name}: only appendices may follow the References section, found {heading!r}'
+    bibliography = _section(_markdown_cells('index.ipynb'), '## Bibliography')
+    missing = set(_ARXIV.findall(refs)) - set(_ARXIV.findall(bibliography))
+    assert not missing, f'{name} cites arXiv papers missing from the bibliography of index.ipynb: {sorted(missing)}'
