@@ -267,16 +267,34 @@ def gradient_samples(estimator:Estimator, # what to measure
         if i > 0: out.append(torch.cat([g.flatten(1) for g in grads], 1))
     return torch.cat(out)
 
+
+# %% ../nbs/02_estimators.ipynb #f0c17556
 def gradient_stats(samples:Tensor, # `(n, d)` gradient estimates
                    exact:Tensor, # `(d,)` exact gradient
-                  ) -> dict: # squared bias, variance (trace of the covariance), MSE, and the bias's z-score
-    "Squared bias $\\|\\bar g - g\\|^2$, variance $\\mathrm{tr}\\,\\mathrm{Cov}$ and MSE $\\mathbb{E}\\|\\hat g - g\\|^2$ of estimates."
-    n = samples.shape[0]
-    mean, var = samples.mean(0), samples.var(0)
-    bias2 = float(((mean - exact) ** 2).sum())
-    noise = float(var.sum()) / n  # E||mean - E g||^2: what bias2 would be for an unbiased estimator
-    return dict(bias2=bias2, var=float(var.sum()), mse=float(((samples - exact) ** 2).sum(1).mean()),
-                bias_z=(bias2 - noise) / (noise * math.sqrt(2 / len(exact))))
+                  ) -> dict: # bias2, var, mse; Hotelling's bias_t2, its df (the covariance's rank) and bias_z
+    "Squared bias $\\|\\bar g - g\\|^2$, variance $\\mathrm{tr}\\,\\mathrm{Cov}$, MSE $\\mathbb{E}\\|\\hat g - g\\|^2$, and Hotelling's test of $\\mathbb{E}\\hat g = g$."
+    from scipy import special, stats
+    samples, exact = samples.double(), exact.double()
+    n, d = samples.shape
+    mean = samples.mean(0)
+    dev = mean - exact
+    # the SVD of the centred samples: the covariance's eigenvectors (rows of vt) and square-root eigenvalues (s)
+    _, s, vt = torch.linalg.svd((samples - mean) / math.sqrt(n - 1), full_matrices=False)
+    eps = torch.finfo(torch.float64).eps
+    keep = s > float(s.max()) * max(n, d) * eps  # numerical rank, as numpy.linalg.matrix_rank
+    rank, proj = int(keep.sum()), vt[keep] @ dev
+    t2 = n * float((proj / s[keep]).pow(2).sum())
+    off_range = float((dev - vt[keep].T @ proj).norm())  # deviation along directions in which no estimate varies
+    if off_range > 1e3 * eps * math.sqrt(d) * float(samples.abs().max() + exact.abs().max()): log_p = -math.inf
+    elif rank == 0: log_p = 0.0
+    else:
+        log_p = float(stats.f.logsf((n - rank) / (rank * (n - 1)) * t2, rank, n - rank))
+        if log_p == -math.inf:  # beyond scipy's range: the leading term of the chi-square tail
+            log_p = -t2 / 2 + (rank / 2 - 1) * math.log(t2 / 2) - math.lgamma(rank / 2)
+    return dict(bias2=float(dev.pow(2).sum()), var=float(samples.var(0).sum()),
+                mse=float((samples - exact).pow(2).sum(1).mean()),
+                bias_t2=t2, bias_df=rank, bias_z=float(-special.ndtri_exp(log_p)))
+
 
 # %% ../nbs/02_estimators.ipynb #03880d4d
 def mean_difference_z(a:Tensor, # `(n_a, d)` estimates from one estimator

@@ -13,7 +13,7 @@ __all__ = ['check_tau', 'one_hot_argmax', 'straight_through', 'gumbel_softmax', 
 import math, numbers, warnings
 import torch
 from torch import Tensor
-from .gumbel import check_logits, perturb, gumbel_noise, _compute_dtype, _first_index
+from .gumbel import check_logits, perturb, gumbel_noise, _compute_dtype, _first_index, _TINY_UNIFORM
 
 # %% ../nbs/01_relax.ipynb #c9672394
 def check_tau(tau:float|Tensor, # temperature: a positive finite number, or a floating tensor of them
@@ -151,10 +151,11 @@ def binary_concrete(logit:Tensor, # log-odds $\log\alpha$ of the event, any shap
     if (bad := logit.isnan()).any(): raise ValueError(f"logit contains NaN (first at index {_first_index(bad)})")
     tau = check_tau(tau)
     dtype = _compute_dtype(logit.dtype)
-    # the difference of two Gumbels is logistic; drawing it this way reuses the float64 noise of chapter 0
-    g = gumbel_noise((2,) + logit.shape, generator=generator, dtype=dtype, device=logit.device)
+    # one standard logistic L = log U - log(1 - U) per variable; U in float64, clamped as in chapter 0, keeps L finite
+    u = torch.rand(logit.shape, generator=generator, dtype=torch.float64, device=logit.device).clamp_(min=_TINY_UNIFORM)
+    noise = (u.log() - torch.log1p(-u)).to(dtype)
     tau = tau.to(dtype) if isinstance(tau, Tensor) else tau
-    return torch.sigmoid((logit.to(dtype) + g[0] - g[1]) / tau).to(logit.dtype)
+    return torch.sigmoid((logit.to(dtype) + noise) / tau).to(logit.dtype)
 
 def binary_concrete_log_prob(x:Tensor, # points in (0, 1)
                              logit:Tensor, # log-odds $\log\alpha$
