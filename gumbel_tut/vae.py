@@ -7,6 +7,7 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/vae.html.md"""
 # %% ../nbs/04_vae.ipynb #8127e2d0
 from __future__ import annotations
 import csv, json, math, os, re, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +24,10 @@ from .estimators import Estimator, get_estimator
 from .data import DataSplits, load_dataset, batches, epoch_generator, seeded_generator
 
 # %% auto #0
-__all__ = ['KL_MODES', 'RELAXED_KL_ESTIMATORS', 'CHECKPOINT', 'METRICS_CSV', 'METRICS_JSON', 'parse_latent', 'parse_hidden',
-           'CategoricalVAE', 'bernoulli_nll', 'categorical_kl', 'vae_loss', 'evaluate_hard', 'save_checkpoint',
-           'load_checkpoint', 'NonFiniteLossError', 'VAERun', 'train_vae', 'load_vae', 'plot_history', 'reconstruct',
-           'sample_prior', 'latent_traversal', 'vae_cli']
+__all__ = ['KL_MODES', 'RELAXED_KL_ESTIMATORS', 'CHECKPOINT', 'METRICS_CSV', 'METRICS_JSON', 'LOCK', 'parse_latent',
+           'parse_hidden', 'CategoricalVAE', 'bernoulli_nll', 'categorical_kl', 'NonFiniteLossError', 'vae_loss',
+           'evaluate_hard', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'VAERun', 'OutputFolderError',
+           'train_vae', 'load_vae', 'plot_history', 'reconstruct', 'sample_prior', 'latent_traversal', 'vae_cli']
 
 # %% ../nbs/04_vae.ipynb #817973db
 def parse_latent(latent:str|tuple, # 'NxK' (N categorical variables with K categories each), or a pair (N, K)
@@ -112,6 +113,20 @@ def categorical_kl(log_q:Tensor, # `[..., N, K]` normalized log-probabilities of
 KL_MODES = ('analytic', 'relaxed')
 RELAXED_KL_ESTIMATORS = ('gs', 'st-gs')
 
+class NonFiniteLossError(FloatingPointError):
+    "Training met a NaN or infinite value (loss, encoder output, gradient or parameter); the last good checkpoint is left in place."
+
+def _first_nonfinite(named) -> str|None:
+    "The name of the first tensor in `named` (pairs of name and tensor; None skipped) with a NaN or infinite entry, else None."
+    return next((name for name, t in named if t is not None and not bool(torch.isfinite(t).all())), None)
+
+def _encode_finite(model, x:Tensor) -> Tensor:
+    "`model.encode(x)`, or a `NonFiniteLossError` if the posterior logits hold a NaN or inf (huge or NaN weights)."
+    log_q = model.encode(x)
+    if _first_nonfinite([('', log_q)]) is not None:
+        raise NonFiniteLossError("non-finite encoder output (the posterior logits log q(z|x) hold NaN or inf)")
+    return log_q
+
 def _estimator(estimator):
     "A chapter-3 `Estimator`: itself, or a fresh one by name (`get_estimator` raises a ValueError listing the names)."
     return estimator if isinstance(estimator, Estimator) else get_estimator(estimator)
@@ -127,7 +142,7 @@ def vae_loss(model:CategoricalVAE, # the VAE
             ) -> dict[str, Tensor]: # per-example 'loss' (surrogate to minimize), 'rec' (-log p(x|z)) and 'kl'
     "The negative relaxed ELBO of a batch: reconstruction through the estimator's sample plus a KL term."
     if kl not in KL_MODES: raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
-    log_q = model.encode(x)
+    log_q = _encode_finite(model, x)
     rec = lambda z: bernoulli_nll(model.decode(z), x)
     if kl == 'analytic':
         est = _estimator(estimator)
@@ -155,53 +170,120 @@ def evaluate_hard(model:CategoricalVAE, # the VAE
                   samples:int=1000, # m: one-hot samples from q per image
                   *,
                   generator:torch.Generator|None=None, # source of the samples (a fixed seed gives a reproducible number)
-                  max_rows:int=32768, # decoder rows per chunk (memory bound)
+                  max_rows:int=32768, # decoder rows per pass: memory is bounded by this, for any `samples`
                  ) -> dict[str, float]: # mean nats per image: 'neg_elbo_hard', 'nll_iw', 'rec', 'kl'
     "Evaluate with discrete samples: the negative discrete ELBO (analytic KL) and the importance-weighted bound on `-log p(x)`."
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive int, got {samples!r}")
     if len(x) == 0: raise ValueError("evaluate_hard: x is empty")
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise ValueError(f"max_rows must be a positive int, got {max_rows!r}")
     was_training = model.training; model.eval()
     log_p = model.prior_log_probs()
-    per_chunk = max(1, max_rows // samples)
+    per_chunk = max(1, max_rows // samples)  # images per chunk
+    per_pass = min(samples, max_rows)        # samples per decoder pass: rows <= max_rows for any m
     tot = dict(neg_elbo_hard=0., nll_iw=0., rec=0., kl=0.)
     for xb in x.split(per_chunk):
-        log_q = model.encode(xb)                                   # [b, N, K]
-        log_qs = log_q.expand(samples, *log_q.shape)               # [m, b, N, K]
-        idx = gumbel_max(log_qs, generator=generator)              # [m, b, N]: exact samples of q
-        z = F.one_hot(idx, model.n_categories).to(x.dtype)
-        log_px = -bernoulli_nll(model.decode(z), xb)               # [m, b]
-        log_w = log_px + (log_p - log_qs).gather(-1, idx.unsqueeze(-1)).squeeze(-1).sum(-1)
+        log_q = _encode_finite(model, xb)                          # [b, N, K]
+        rec_sum, log_w_sum = 0., []
+        for start in range(0, samples, per_pass):
+            log_qs = log_q.expand(min(per_pass, samples - start), *log_q.shape)  # [m', b, N, K]
+            idx = gumbel_max(log_qs, generator=generator)          # [m', b, N]: exact samples of q
+            z = F.one_hot(idx, model.n_categories).to(x.dtype)
+            log_px = -bernoulli_nll(model.decode(z), xb)           # [m', b]
+            log_w = log_px + (log_p - log_qs).gather(-1, idx.unsqueeze(-1)).squeeze(-1).sum(-1)
+            rec_sum = rec_sum + log_px.sum(0)
+            log_w_sum.append(torch.logsumexp(log_w, 0))            # log of the pass's sum of weights
+        log_px_mean = rec_sum / samples                            # [b]
         kl = categorical_kl(log_q, log_p)                          # [b]
-        tot['rec'] += -log_px.mean(0).sum().item()
+        tot['rec'] += -log_px_mean.sum().item()
         tot['kl'] += kl.sum().item()
-        tot['neg_elbo_hard'] += (kl - log_px.mean(0)).sum().item()
-        tot['nll_iw'] += -(torch.logsumexp(log_w, 0) - math.log(samples)).sum().item()
+        tot['neg_elbo_hard'] += (kl - log_px_mean).sum().item()
+        tot['nll_iw'] += -(torch.stack(log_w_sum).logsumexp(0) - math.log(samples)).sum().item()
     model.train(was_training)
     return {k: v / len(x) for k, v in tot.items()}
 
 # %% ../nbs/04_vae.ipynb #4a108b11
+class CheckpointError(ValueError):
+    "A checkpoint file that cannot be used; the message names the file and says what is wrong with it."
+
+def _digest(obj, h=None) -> str:
+    "SHA-256 of a checkpoint's content: tensors by dtype, shape and bytes, containers and scalars by type and value."
+    import hashlib
+    h = h or hashlib.sha256()
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode()); h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k, v in obj.items(): _digest(k, h); _digest(v, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for v in obj: _digest(v, h)
+    else: h.update(f"{type(obj).__name__}:{obj!r};".encode())  # None, bool, int, float (repr round-trips), str
+    return h.hexdigest()
+
+def _temp_beside(path:Path) -> tuple[int, Path]:
+    "A new temporary file next to `path` (same folder, so `os.replace` is atomic), unique to this writer."
+    import tempfile
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    return fd, Path(tmp)
+
+def _write_atomic(path:Path, data:bytes) -> Path:
+    "Write `data` to a unique temporary file, flush it to disk, `os.replace` it over `path`; on failure remove it."
+    fd, tmp = _temp_beside(path)
+    try:
+        with open(fd, 'wb') as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one, never half of one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
 def save_checkpoint(state:dict, # tensors, numbers, strings, lists and dicts of them (loadable with `weights_only=True`)
                     path:str|os.PathLike, # destination file
                    ) -> Path:
-    "Write `state` atomically: save to a temporary file in the same folder, flush it to disk, then `os.replace` it over `path`."
+    "Write `state` plus its SHA-256 (key 'sha256') atomically: serialize in memory, write a unique temporary file, `os.replace` it over `path`."
+    import io
     path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(state, f)
-        f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one, never half of one
-    return path
+    buf = io.BytesIO()
+    torch.save({**state, 'sha256': _digest(state)}, buf)
+    try: return _write_atomic(path, buf.getbuffer())
+    except OSError as e:
+        raise OSError(e.errno, f"could not write the checkpoint {path}: {e.strerror or e}; the previous checkpoint, if any, is intact") from e
 
-def load_checkpoint(path:str|os.PathLike) -> dict:
-    "Load a checkpoint written by `save_checkpoint` with `torch.load(weights_only=True)`: no code is unpickled."
+def load_checkpoint(path:str|os.PathLike, # a file written by `save_checkpoint`
+                    keys:tuple=(), # keys the caller needs: a missing one is a `CheckpointError`
+                   ) -> dict:
+    "Load a checkpoint with `torch.load(weights_only=True)` (no code is unpickled) and verify its SHA-256; every failure is a `CheckpointError` naming the file."
+    import pickle, zipfile
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location='cpu', weights_only=True)
+    size = path.stat().st_size
+    if size == 0: raise CheckpointError(f"{path}: the checkpoint is empty (0 bytes): the run that wrote it was interrupted, or the file was overwritten")
+    with open(path, 'rb') as f: is_zip = f.read(4) == b'PK\x03\x04'
+    if not is_zip: raise CheckpointError(f"{path}: not a checkpoint: a checkpoint is a torch zip file, this one starts differently")
+    try: ck = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused: the file holds objects other than tensors, numbers, strings and containers, "
+                              f"which a checkpoint never does ({str(e).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: damaged checkpoint ({size} bytes), truncated or corrupted: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+    if not isinstance(ck, dict): raise CheckpointError(f"{path}: not a checkpoint: it holds a {type(ck).__name__}, not a dict")
+    if 'sha256' not in ck: raise CheckpointError(f"{path}: no 'sha256' key: not written by save_checkpoint, so its integrity cannot be checked")
+    stored = ck.pop('sha256')
+    if stored != _digest(ck):
+        raise CheckpointError(f"{path}: checksum mismatch: the content differs from what was written (the file was damaged or "
+                              f"edited); use an intact copy or start again with overwrite=True (--overwrite)")
+    if missing := [k for k in keys if k not in ck]:
+        raise CheckpointError(f"{path}: missing key(s) {', '.join(map(repr, missing))}: not a complete training checkpoint")
+    return ck
 
 def _write_text_atomic(path:Path, text:str):
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text); os.replace(tmp, path)
+    "Write a text file atomically (unique temporary file, then `os.replace`)."
+    _write_atomic(path, text.encode())
 
 def _write_csv(path:Path, rows:list[dict]):
     "Rewrite the whole per-epoch log (atomically), so that a resumed run's file equals an uninterrupted run's."
@@ -213,9 +295,6 @@ def _write_csv(path:Path, rows:list[dict]):
     _write_text_atomic(path, buf.getvalue())
 
 # %% ../nbs/04_vae.ipynb #b1d46f1d
-class NonFiniteLossError(FloatingPointError):
-    "Training met a NaN or infinite loss; the last good checkpoint is left in place."
-
 @dataclass
 class VAERun:
     "What `train_vae` returns: the model with its best (validation) weights, the per-epoch log, the final metrics."
@@ -226,14 +305,19 @@ class VAERun:
     splits: DataSplits
     out: Path|None = None
 
+class OutputFolderError(OSError):
+    "The `out` folder cannot be used: not writable, or in use by another training run."
+
 # keys that must agree for --resume (the rest, such as epochs or the time budget, may change)
 _RESUME_KEYS = ('data', 'binarize', 'split_seed', 'estimator', 'latent', 'hidden', 'batch_size', 'lr', 'tau0', 'tau_min',
                 'anneal_rate', 'anneal_every', 'kl', 'prior_tau', 'learn_prior', 'seed', 'valid_samples')
-CHECKPOINT, METRICS_CSV, METRICS_JSON = 'checkpoint.pt', 'metrics.csv', 'metrics.json'
+CHECKPOINT, METRICS_CSV, METRICS_JSON, LOCK = 'checkpoint.pt', 'metrics.csv', 'metrics.json', '.lock'
+_CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'noise_rng', 'torch_rng', 'estimator_state', 'epoch', 'step', 'best_valid',
+                    'best_epoch', 'bad_epochs', 'elapsed', 'last_epoch_seconds', 'best_state', 'history')
 
-def _check_int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+def _check_int(name, v, lo, hi=None):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an int >= {lo}{'' if hi is None else f' and <= {hi}'}, got {v!r}")
     return v
 
 def _check_pos(name, v, allow_none=False):
@@ -241,6 +325,40 @@ def _check_pos(name, v, allow_none=False):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a positive finite number, got {v!r}")
     return float(v)
+
+def _lock_folder(out:Path):
+    "An open `out/.lock` holding an exclusive `flock` (the kernel drops it when the process dies, even by SIGKILL)."
+    f = open(out / LOCK, 'a')
+    try: import fcntl
+    except ImportError: return f  # no flock (Windows): no lock
+    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise OutputFolderError(f"{out} is in use by another training run (it holds the lock {out / LOCK}); "
+                                f"wait for that run to finish, or choose another out folder") from None
+    return f
+
+@contextmanager
+def _run_folder(out:Path|None, resume:bool, overwrite:bool):
+    "Create `out`, check it is writable, lock it for this run and check the resume / overwrite choice; yields the checkpoint path."
+    if out is None:
+        if resume: raise ValueError("resume=True needs out: the folder that holds checkpoint.pt")
+        yield None; return
+    if out.exists() and not out.is_dir(): raise ValueError(f"out must be a folder, got the file {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = _temp_beside(out / CHECKPOINT); os.close(fd); probe.unlink()
+        lock = _lock_folder(out)
+    except OutputFolderError: raise
+    except OSError as e:
+        raise OutputFolderError(f"out folder {out} is not writable ({e.strerror or e}); choose another out folder") from None
+    try:
+        ck_path = out / CHECKPOINT
+        if not resume and not overwrite and ck_path.exists():
+            raise FileExistsError(f"{ck_path} exists: pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
+                                  f"to start again, or choose another out folder")
+        yield ck_path
+    finally: lock.close()
 
 # %% ../nbs/04_vae.ipynb #51c354df
 def _schedule(tau0, tau_min, anneal_rate, anneal_every):
@@ -280,9 +398,9 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
     t_start = time.perf_counter()
     n_lat, n_cat = parse_latent(latent); hidden = parse_hidden(hidden)
     for name, v, lo in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('anneal_every', anneal_every, 1),
-                        ('valid_samples', valid_samples, 1), ('iw_samples', iw_samples, 1), ('seed', seed, 0),
-                        ('min_epochs', min_epochs, 0)):
+                        ('valid_samples', valid_samples, 1), ('iw_samples', iw_samples, 1), ('min_epochs', min_epochs, 0)):
         _check_int(name, v, lo)
+    _check_int('seed', seed, 0, 2**64 - 1)  # the range of torch.manual_seed
     if patience is not None: _check_int('patience', patience, 1)
     if threads is not None: torch.set_num_threads(_check_int('threads', threads, 1))
     lr, tau0, tau_min = _check_pos('lr', lr), _check_pos('tau0', tau0), _check_pos('tau_min', tau_min)
@@ -305,101 +423,115 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
     schedule = _schedule(tau0, tau_min, float(anneal_rate), anneal_every)
 
     out = None if out is None else Path(out)
-    ck_path = None if out is None else out / CHECKPOINT
-    if resume and out is None: raise ValueError("resume=True needs out: the folder that holds checkpoint.pt")
-    if out is not None:
-        if out.exists() and not out.is_dir(): raise ValueError(f"out must be a folder, got the file {out}")
-        if not resume and not overwrite and ck_path.exists():
-            raise FileExistsError(f"{ck_path} exists: pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
-                                  f"to start again, or choose another out folder")
-        out.mkdir(parents=True, exist_ok=True)
-
-    with torch.random.fork_rng():  # initialization from `seed` without touching the caller's global RNG
-        torch.manual_seed(seed)
+    # the folder is locked for the whole run; the caller's global RNG is restored on exit, resumed or not
+    with _run_folder(out, resume, overwrite) as ck_path, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the initialization depends on `seed` alone
         model = CategoricalVAE(splits.n_pixels, (n_lat, n_cat), hidden, learn_prior)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    noise = seeded_generator(seed, 1)  # every sample the estimators draw
-    st = dict(epoch=0, step=0, best_valid=math.inf, best_epoch=0, bad_epochs=0, elapsed=0., last_epoch_seconds=0.,
-              best_state={k: v.clone() for k, v in model.state_dict().items()}, history=[])
-    if resume:
-        ck = load_checkpoint(ck_path)
-        diff = {k: (ck['config'].get(k), config[k]) for k in _RESUME_KEYS if ck['config'].get(k) != config[k]}
-        if diff: raise ValueError(f"resume: {ck_path} was trained with other settings (saved, now): {diff}")
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        noise = seeded_generator(seed, 1)  # every sample the estimators draw
+        st = dict(epoch=0, step=0, best_valid=math.inf, best_epoch=0, bad_epochs=0, elapsed=0., last_epoch_seconds=0.,
+                  best_state={k: v.clone() for k, v in model.state_dict().items()}, history=[])
+        if resume: _restore(ck_path, config, model, opt, noise, est, st)
+
+        train, valid = splits.train, splits.valid
+        elapsed_before = st['elapsed']  # training seconds of earlier calls count against the budget too
+        final_rows = len(splits.test) * iw_samples + len(train) * valid_samples  # decoder rows of the final evaluation
+        row_costs = []  # seconds per decoder row of recent validation passes; their median is robust to load spikes
+        epoch_iter = progress_bar(range(st['epoch'], epochs)) if progress else _Silent(range(st['epoch'], epochs))
+        stopped = 'epochs'
+        for epoch in epoch_iter:
+            if max_seconds is not None and epoch >= min_epochs:  # would the next epoch plus the final evaluation end past the budget?
+                used = elapsed_before + time.perf_counter() - t_start
+                if used + st['last_epoch_seconds'] + 1.2 * _median(row_costs) * final_rows > max_seconds:
+                    stopped = 'time'; break
+            if patience is not None and st['bad_epochs'] >= patience:
+                stopped = 'early'; break
+            t0 = time.perf_counter()
+            model.train()
+            sums, n = dict(loss=0., rec=0., kl=0.), 0
+            try:
+                for xb in batches(train.x, batch_size, generator=epoch_generator(seed, epoch), dynamic=splits.dynamic):
+                    tau = float(schedule(st['step']))
+                    terms = _train_step(model, opt, xb, est, tau, kl, prior_tau, noise)
+                    st['step'] += 1
+                    for k in sums: sums[k] += terms[k].sum().item()
+                    n += len(xb)
+                t_valid = time.perf_counter()
+                v = evaluate_hard(model, valid.x, valid_samples, generator=seeded_generator(seed, 2))['neg_elbo_hard']
+            except NonFiniteLossError as e:
+                where = f"the last good checkpoint (epoch {st['epoch']}) is kept in {ck_path}" if ck_path else "no checkpoint (out=None)"
+                raise NonFiniteLossError(f"{e} at epoch {epoch + 1}, step {st['step']} with tau={tau:.4g}; training stopped and "
+                                         f"{where}. The training diverged: try a lower lr or a higher tau_min.") from None
+            row_costs = row_costs[-24:] + [(time.perf_counter() - t_valid) / (len(valid) * valid_samples)]
+            if v < st['best_valid']:
+                st.update(best_valid=v, best_epoch=epoch + 1, bad_epochs=0,
+                          best_state={k: t.detach().clone() for k, t in model.state_dict().items()})
+            else: st['bad_epochs'] += 1
+            st['epoch'] = epoch + 1
+            st['elapsed'] += time.perf_counter() - t0
+            row = dict(epoch=epoch + 1, step=st['step'], tau=tau, train_loss=sums['loss'] / n, train_rec=sums['rec'] / n,
+                       train_kl=sums['kl'] / n, valid_neg_elbo_hard=v, best_epoch=st['best_epoch'], seconds=round(st['elapsed'], 3))
+            st['history'].append(row)
+            epoch_iter.comment = (f"loss {row['train_loss']:.2f} | valid {v:.2f} | tau {tau:.3f} | "
+                                  f"{len(train) / (time.perf_counter() - t0):,.0f} img/s")
+            if out is not None:
+                save_checkpoint(dict(config=config, model=model.state_dict(), optimizer=opt.state_dict(), noise_rng=noise.get_state(),
+                                     torch_rng=torch.get_rng_state(), estimator_state=est.state_dict(), **st), ck_path)
+                _write_csv(out / METRICS_CSV, st['history'])
+            st['last_epoch_seconds'] = time.perf_counter() - t0  # with the checkpoint: what the next epoch will cost
+            if patience is not None and st['bad_epochs'] >= patience:
+                stopped = 'early'; break
+        if st['epoch'] == 0:
+            raise ValueError(f"max_seconds={max_seconds} ran out before the first epoch ({time.perf_counter() - t_start:.3g} s went "
+                             f"to loading and setup): no model was trained, so there is nothing to evaluate; raise max_seconds "
+                             f"or set min_epochs")
+
+        model.load_state_dict(st['best_state'])
+        t_eval = time.perf_counter()
+        test = evaluate_hard(model, splits.test.x, iw_samples, generator=seeded_generator(seed, 3))
+        train_hard = evaluate_hard(model, train.x, valid_samples, generator=seeded_generator(seed, 4))['neg_elbo_hard']
+        metrics = dict(test_neg_elbo_hard=test['neg_elbo_hard'], test_nll_iw=test['nll_iw'], test_rec=test['rec'], test_kl=test['kl'],
+                       valid_neg_elbo_hard=st['best_valid'], train_neg_elbo_hard=train_hard, best_epoch=st['best_epoch'],
+                       epochs=st['epoch'], steps=st['step'], stopped=stopped, seconds=round(st['elapsed'], 3),
+                       seconds_per_epoch=round(st['elapsed'] / max(st['epoch'], 1), 5),
+                       eval_seconds=round(time.perf_counter() - t_eval, 3), total_seconds=round(time.perf_counter() - t_start, 3),
+                       config=config)
+        if out is not None: _write_text_atomic(out / METRICS_JSON, json.dumps(metrics, indent=2))
+    return VAERun(model, st['history'], metrics, config, splits, out)
+
+def _train_step(model, opt, xb, est, tau, kl, prior_tau, noise) -> dict:
+    "One optimizer step on batch `xb`; a `NonFiniteLossError` naming the first non-finite loss, gradient or parameter (before it is saved)."
+    terms = vae_loss(model, xb, est, tau, kl=kl, prior_tau=prior_tau, generator=noise)
+    loss = terms['loss'].mean()
+    if not torch.isfinite(loss): raise NonFiniteLossError(f"non-finite loss ({loss.item()})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if bad := _first_nonfinite((n, p.grad) for n, p in model.named_parameters()):
+        raise NonFiniteLossError(f"non-finite gradient of {bad}")  # raised before the step: the weights stay finite
+    opt.step()
+    if bad := _first_nonfinite(model.named_parameters()):
+        raise NonFiniteLossError(f"non-finite parameter {bad} after the optimizer step")
+    return terms
+
+def _restore(ck_path, config, model, opt, noise, est, st):
+    "Load a checkpoint into the training state for `resume=True`; a `CheckpointError` names the file if it does not fit."
+    ck = load_checkpoint(ck_path, keys=_CHECKPOINT_KEYS)
+    if not isinstance(ck['config'], dict): raise CheckpointError(f"{ck_path}: its 'config' is not a dict")
+    diff = {k: (ck['config'].get(k), config[k]) for k in _RESUME_KEYS if ck['config'].get(k) != config[k]}
+    if diff: raise ValueError(f"resume: {ck_path} was trained with other settings (saved, now): {diff}")
+    try:
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer'])
         noise.set_state(ck['noise_rng']); torch.set_rng_state(ck['torch_rng'])
         est.load_state_dict(ck['estimator_state'])
-        st.update({k: ck[k] for k in st})
-
-    train, valid = splits.train, splits.valid
-    elapsed_before = st['elapsed']  # training seconds of earlier calls count against the budget too
-    final_rows = len(splits.test) * iw_samples + len(train) * valid_samples  # decoder rows of the final evaluation
-    row_costs = []  # seconds per decoder row of recent validation passes; their median is robust to load spikes
-    epoch_iter = progress_bar(range(st['epoch'], epochs)) if progress else _Silent(range(st['epoch'], epochs))
-    stopped = 'epochs'
-    for epoch in epoch_iter:
-        if max_seconds is not None and epoch >= min_epochs:  # would the next epoch plus the final evaluation end past the budget?
-            used = elapsed_before + time.perf_counter() - t_start
-            if used + st['last_epoch_seconds'] + 1.2 * _median(row_costs) * final_rows > max_seconds:
-                stopped = 'time'; break
-        if patience is not None and st['bad_epochs'] >= patience:
-            stopped = 'early'; break
-        t0 = time.perf_counter()
-        model.train()
-        sums, n = dict(loss=0., rec=0., kl=0.), 0
-        for xb in batches(train.x, batch_size, generator=epoch_generator(seed, epoch), dynamic=splits.dynamic):
-            tau = float(schedule(st['step']))
-            terms = vae_loss(model, xb, est, tau, kl=kl, prior_tau=prior_tau, generator=noise)
-            loss = terms['loss'].mean()
-            if not torch.isfinite(loss):
-                where = f"the last good checkpoint (epoch {st['epoch']}) is kept in {ck_path}" if ck_path else "no checkpoint (out=None)"
-                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {st['step']} with tau={tau:.4g}; "
-                                         f"training stopped and {where}. Try a lower lr or a higher tau_min.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            st['step'] += 1
-            for k in sums: sums[k] += terms[k].sum().item()
-            n += len(xb)
-        t_valid = time.perf_counter()
-        v = evaluate_hard(model, valid.x, valid_samples, generator=seeded_generator(seed, 2))['neg_elbo_hard']
-        row_costs = row_costs[-24:] + [(time.perf_counter() - t_valid) / (len(valid) * valid_samples)]
-        if v < st['best_valid']:
-            st.update(best_valid=v, best_epoch=epoch + 1, bad_epochs=0,
-                      best_state={k: t.detach().clone() for k, t in model.state_dict().items()})
-        else: st['bad_epochs'] += 1
-        st['epoch'] = epoch + 1
-        st['elapsed'] += time.perf_counter() - t0
-        row = dict(epoch=epoch + 1, step=st['step'], tau=tau, train_loss=sums['loss'] / n, train_rec=sums['rec'] / n,
-                   train_kl=sums['kl'] / n, valid_neg_elbo_hard=v, best_epoch=st['best_epoch'], seconds=round(st['elapsed'], 3))
-        st['history'].append(row)
-        epoch_iter.comment = (f"loss {row['train_loss']:.2f} | valid {v:.2f} | tau {tau:.3f} | "
-                              f"{len(train) / (time.perf_counter() - t0):,.0f} img/s")
-        if out is not None:
-            save_checkpoint(dict(config=config, model=model.state_dict(), optimizer=opt.state_dict(), noise_rng=noise.get_state(),
-                                 torch_rng=torch.get_rng_state(), estimator_state=est.state_dict(), **st), ck_path)
-            _write_csv(out / METRICS_CSV, st['history'])
-        st['last_epoch_seconds'] = time.perf_counter() - t0  # with the checkpoint: what the next epoch will cost
-        if patience is not None and st['bad_epochs'] >= patience:
-            stopped = 'early'; break
-
-    model.load_state_dict(st['best_state'])
-    t_eval = time.perf_counter()
-    test = evaluate_hard(model, splits.test.x, iw_samples, generator=seeded_generator(seed, 3))
-    train_hard = evaluate_hard(model, train.x, valid_samples, generator=seeded_generator(seed, 4))['neg_elbo_hard']
-    metrics = dict(test_neg_elbo_hard=test['neg_elbo_hard'], test_nll_iw=test['nll_iw'], test_rec=test['rec'], test_kl=test['kl'],
-                   valid_neg_elbo_hard=st['best_valid'], train_neg_elbo_hard=train_hard, best_epoch=st['best_epoch'],
-                   epochs=st['epoch'], steps=st['step'], stopped=stopped, seconds=round(st['elapsed'], 3),
-                   seconds_per_epoch=round(st['elapsed'] / max(st['epoch'], 1), 5),
-                   eval_seconds=round(time.perf_counter() - t_eval, 3), total_seconds=round(time.perf_counter() - t_start, 3),
-                   config=config)
-    if out is not None: _write_text_atomic(out / METRICS_JSON, json.dumps(metrics, indent=2))
-    return VAERun(model, st['history'], metrics, config, splits, out)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{ck_path}: does not fit this model and optimizer: {str(e).splitlines()[0][:300]}") from None
+    st.update({k: ck[k] for k in st})
 
 def load_vae(out:str|os.PathLike, # a run folder written by `train_vae` / `gumbel-tut-vae`
              best:bool=True, # the best (validation) weights; else the last epoch's
             ) -> CategoricalVAE:
     "Rebuild the model of a finished or interrupted run from `out/checkpoint.pt` (loaded with `weights_only=True`)."
-    ck = load_checkpoint(Path(out) / CHECKPOINT)
+    ck = load_checkpoint(Path(out) / CHECKPOINT, keys=('config', 'model', 'best_state'))
     c = ck['config']
     state = ck['best_state'] if best else ck['model']
     model = CategoricalVAE(state['encoder.0.weight'].shape[1], c['latent'], c['hidden'], c['learn_prior'])
@@ -415,7 +547,9 @@ class _Silent(list):
 def _load_data(data, binarize, split_seed):
     "`load_dataset` for 'digits', 'fashion-mnist', 'mnist:FOLDER' or a folder of IDX files."
     if isinstance(data, str) and data.lower().startswith('mnist:'):
-        return load_dataset('mnist', path=data.split(':', 1)[1], binarize=binarize, split_seed=split_seed)
+        folder = data.split(':', 1)[1]
+        if not folder.strip(): raise ValueError(f"data={data!r}: give the folder of the MNIST IDX files after the colon, e.g. 'mnist:~/data/mnist'")
+        return load_dataset('mnist', path=folder, binarize=binarize, split_seed=split_seed)
     return load_dataset(data, binarize=binarize, split_seed=split_seed)
 
 # %% ../nbs/04_vae.ipynb #2237969b
@@ -496,7 +630,7 @@ def vae_cli(data:str='digits', # 'digits', 'fashion-mnist', 'mnist:FOLDER', or a
                         learn_prior=learn_prior, patience=patience or None, iw_samples=iw_samples, binarize=binarize,
                         split_seed=split_seed, seed=seed, max_seconds=max_seconds or None, out=out, resume=resume,
                         overwrite=overwrite, threads=threads, progress=not quiet)
-    except (ValueError, FileExistsError, FileNotFoundError, NonFiniteLossError) as e:
+    except (ValueError, OSError, NonFiniteLossError) as e:  # OSError: FileExistsError, missing data, an unwritable or busy out folder
         raise SystemExit(f"gumbel-tut-vae: error: {e}") from None
     m = run.metrics
     print(f"{m['epochs']} epochs in {m['seconds']:.1f} s (stopped: {m['stopped']}, best epoch {m['best_epoch']}): "
