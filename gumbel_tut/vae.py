@@ -15,12 +15,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.script import call_parse, store_true
-from fastprogress.fastprogress import progress_bar
 
 from .gumbel import gumbel_max
 from .relax import check_tau, straight_through, one_hot_argmax, ExpGumbelSoftmax, ExponentialSchedule
 from .estimators import Estimator, get_estimator
-from .data import DataSplits, load_dataset, batches, epoch_generator, seeded_generator
+from .data import DataSplits, load_dataset, batches, epoch_generator, seeded_generator, _require_extra
+from . import __version__
+_require_extra('gumbel_tut.vae', 'tqdm')
+from tqdm import tqdm
 
 # %% auto #0
 __all__ = ['KL_MODES', 'RELAXED_KL_ESTIMATORS', 'CHECKPOINT', 'METRICS_CSV', 'METRICS_JSON', 'parse_latent', 'parse_hidden',
@@ -334,7 +336,7 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
     elapsed_before = st['elapsed']  # training seconds of earlier calls count against the budget too
     final_rows = len(splits.test) * iw_samples + len(train) * valid_samples  # decoder rows of the final evaluation
     row_costs = []  # seconds per decoder row of recent validation passes; their median is robust to load spikes
-    epoch_iter = progress_bar(range(st['epoch'], epochs)) if progress else _Silent(range(st['epoch'], epochs))
+    epoch_iter = tqdm(range(st['epoch'], epochs), desc='epochs', disable=not progress)
     stopped = 'epochs'
     for epoch in epoch_iter:
         if max_seconds is not None and epoch >= min_epochs:  # would the next epoch plus the final evaluation end past the budget?
@@ -372,8 +374,8 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
         row = dict(epoch=epoch + 1, step=st['step'], tau=tau, train_loss=sums['loss'] / n, train_rec=sums['rec'] / n,
                    train_kl=sums['kl'] / n, valid_neg_elbo_hard=v, best_epoch=st['best_epoch'], seconds=round(st['elapsed'], 3))
         st['history'].append(row)
-        epoch_iter.comment = (f"loss {row['train_loss']:.2f} | valid {v:.2f} | tau {tau:.3f} | "
-                              f"{len(train) / (time.perf_counter() - t0):,.0f} img/s")
+        epoch_iter.set_postfix_str(f"loss {row['train_loss']:.2f} | valid {v:.2f} | tau {tau:.3f} | "
+                                   f"{len(train) / (time.perf_counter() - t0):,.0f} img/s")
         if out is not None:
             save_checkpoint(dict(config=config, model=model.state_dict(), optimizer=opt.state_dict(), noise_rng=noise.get_state(),
                                  torch_rng=torch.get_rng_state(), estimator_state=est.state_dict(), **st), ck_path)
@@ -407,10 +409,6 @@ def load_vae(out:str|os.PathLike, # a run folder written by `train_vae` / `gumbe
     return model.eval()
 
 def _median(xs): return sorted(xs)[len(xs) // 2] if xs else 0.
-
-class _Silent(list):
-    "Stands in for the progress bar when `progress=False` (fastprogress's console bar prints even when hidden)."
-    comment = ''
 
 def _load_data(data, binarize, split_seed):
     "`load_dataset` for 'digits', 'fashion-mnist', 'mnist:FOLDER' or a folder of IDX files."
@@ -487,8 +485,10 @@ def vae_cli(data:str='digits', # 'digits', 'fashion-mnist', 'mnist:FOLDER', or a
             overwrite:store_true=False, # start again even if OUT holds a checkpoint
             threads:int=1, # torch threads: small MLPs gain little from more, and oversubscribed cores cost 10x
             quiet:store_true=False, # no progress bar
+            version:store_true=False, # print the version and exit
            ):
     "Train a categorical VAE; write OUT/checkpoint.pt (each epoch), OUT/metrics.csv and OUT/metrics.json."
+    if version: return print(f'gumbel-tut-vae {__version__}')
     if out is None: out = f"runs/{Path(str(data)).name or 'data'}-{estimator}-{latent}-seed{seed}"
     try:
         run = train_vae(data, estimator=estimator, latent=latent, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
