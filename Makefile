@@ -8,7 +8,7 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 DOCS_WORKERS ?= 2
 
-.PHONY: setup test check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench readme export clean chromium
+.PHONY: setup test check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench results readme export clean chromium
 
 ## setup: create .venv and install the project (editable) with its dev and docs extras, pinned by constraints.txt
 setup: $(STAMP)
@@ -52,6 +52,12 @@ pytest: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/gumbel-tut-bench $(BENCH_ARGS)
+
+## results: chapter 4's estimator comparison into nbs/results/vae_<data>.json (long: `nohup make results > results.log 2>&1 &`;
+##          RESULTS_DATA=digits for one data set; an interrupted call continues where it stopped)
+RESULTS_DATA ?= digits fashion-mnist
+results: setup
+	for d in $(RESULTS_DATA); do nice $(BIN)/python scripts/vae_results.py --data $$d || exit 1; done
 
 ## lab: JupyterLab on nbs/ for reading along
 lab: setup

@@ -13,6 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from importlib.util import find_spec
+
+def _require_extra(module, *packages, extra='vae'):
+    "Raise an ImportError naming the pip extra when one of `packages` (import names) is not installed."
+    if missing := [p for p in packages if find_spec(p) is None]:
+        raise ImportError(f"{module} needs {', '.join(missing)}, which is not installed: pip install 'gumbel_tut[{extra}]'", name=missing[0])
+_require_extra('gumbel_tut.data', 'sklearn', 'matplotlib')
 
 # %% auto #0
 __all__ = ['BINARIZATIONS', 'DIGITS_SIZES', 'GZIP_MAGIC', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_MNIST_DIR', 'FASHION_MNIST_CLASSES',

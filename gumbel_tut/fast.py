@@ -15,7 +15,8 @@ from json import dump as _json_dump
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from fastcore.script import call_parse
+from fastcore.script import call_parse, store_true
+from . import __version__
 from .gumbel import check_logits, _compute_dtype
 from .relax import check_tau
 
@@ -292,8 +293,10 @@ def gumbel_tut_bench(shapes:str='256x10,1024x1024,4096x1024', # comma-separated 
                      rounds:int=15, # interleaved timed rounds per row (medians are reported)
                      tau:float=1.0, # temperature
                      json:str=None, # also write the rows as a JSON list of objects to this path
+                     version:store_true=False, # print the version and exit
                     ):
     "Benchmark gumbel_tut's Gumbel-softmax against F.gumbel_softmax and clone; print a Markdown table."
+    if version: return print(f'gumbel-tut-bench {__version__}')
     if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
     dts = [getattr(torch, d.strip()) for d in dtypes.split(',')]
     shape_list = [_parse_shape(s) for s in shapes.split(',')]

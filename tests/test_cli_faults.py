@@ -12,7 +12,7 @@ import torch
 from gumbel_tut.vae import CHECKPOINT, METRICS_JSON, load_checkpoint, save_checkpoint, train_vae
 
 ARGS = ['--latent', '4x5', '--hidden', '64,32', '--iw-samples', '20', '--quiet', '--threads', '1']
-KW = dict(latent='4x5', hidden='64,32', iw_samples=20, progress=False, threads=1)
+KW = dict(latent='4x5', hidden='64,32', iw_samples=20, progress=False)
 TIMING = ('seconds', 'eval_seconds', 'seconds_per_epoch', 'total_seconds')
 
 
@@ -85,7 +85,7 @@ def _unwritable_folder(tmp_path):
 def test_read_only_out_fails_before_training(tmp_path):
     out = _unwritable_folder(tmp_path)
     t0 = time.perf_counter()
-    rc, _, err = _done(_cli('--epochs', 50, '--max-seconds', 0, '--out', out))
+    rc, _, err = _done(_cli('--epochs', 50, '--max-seconds', 'none', '--out', out))
     assert rc != 0 and 'Traceback' not in err and f'{out} is not writable' in err, err[-2000:]
     assert not list(out.glob('*.tmp')) and not (out / CHECKPOINT).exists()
 
@@ -103,7 +103,7 @@ def test_concurrent_runs_kill_and_resume(tmp_path):
     uninterrupted run's result. The second keeps training while another run on its folder is refused and a reader
     loads its checkpoint as it is rewritten."""
     killed, busy = tmp_path / 'killed', tmp_path / 'busy'
-    slow = ['--patience', 0, '--max-seconds', 0, '--seed', 5]
+    slow = ['--patience', 'none', '--max-seconds', 'none', '--seed', 5]
     first, running = _cli('--epochs', 10_000, '--out', killed, *slow), _cli('--epochs', 10_000, '--out', busy, *slow)
     try:
         _wait_for_checkpoint(first, killed / CHECKPOINT)

@@ -11,7 +11,7 @@ from gumbel_tut.data import load_dataset
 from gumbel_tut.vae import (CategoricalVAE, NonFiniteLossError, bernoulli_nll, categorical_kl, evaluate_hard,
                             load_checkpoint, parse_latent, save_checkpoint, train_vae, vae_cli)
 
-SMALL = dict(latent='4x5', hidden='64,32', iw_samples=20, valid_samples=2, progress=False, threads=1)
+SMALL = dict(latent='4x5', hidden='64,32', iw_samples=20, valid_samples=2, progress=False)
 TIMING = ('seconds', 'eval_seconds', 'seconds_per_epoch', 'total_seconds')
 
 
@@ -105,8 +105,8 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_cli_in_process(tmp_path, capsys):
-    run = vae_cli(data='digits', estimator='gumbel-rao', latent='4x5', hidden='64,32', epochs=1, iw_samples=10,
-                  out=str(tmp_path), quiet=True, threads=1)
+    run = vae_cli(['--data', 'digits', '--estimator', 'gumbel-rao', '--latent', '4x5', '--hidden', '64,32', '--epochs', '1',
+                   '--iw-samples', '10', '--out', str(tmp_path), '--quiet', '--threads', '1'])
     assert run.metrics['epochs'] == 1 and (tmp_path / 'metrics.json').exists()
     assert 'test -ELBO (hard)' in capsys.readouterr().out
 
@@ -119,15 +119,8 @@ def test_cli_in_process(tmp_path, capsys):
 ])
 def test_cli_bad_args(tmp_path, args, msg):
     with pytest.raises(SystemExit, match=msg):
-        vae_cli(**{'epochs': 1, **_kwargs(args)}, out=str(tmp_path / 'x'), quiet=True)
+        vae_cli(['--epochs', '1', *args, '--out', str(tmp_path / 'x'), '--quiet'])
     assert not (tmp_path / 'x' / 'checkpoint.pt').exists()
-
-
-def _kwargs(args):
-    kw = {a[2:].replace('-', '_'): v for a, v in zip(args[::2], args[1::2])}
-    for k, t in (('epochs', int), ('lr', float)):
-        if k in kw: kw[k] = t(kw[k])
-    return kw
 
 
 def test_cli_bad_arg_subprocess():
@@ -384,5 +377,5 @@ def test_small_unclear_errors(tmp_path, digits, kwargs, msg):
 
 
 def test_cli_names_seed_and_empty_mnist_folder(tmp_path):
-    with pytest.raises(SystemExit, match='seed'): vae_cli(seed=2**64, epochs=1, out=str(tmp_path), quiet=True)
-    with pytest.raises(SystemExit, match='mnist:'): vae_cli(data='mnist:', epochs=1, out=str(tmp_path), quiet=True)
+    with pytest.raises(SystemExit, match='seed'): vae_cli(['--seed', str(2**64), '--epochs', '1', '--out', str(tmp_path), '--quiet'])
+    with pytest.raises(SystemExit, match='mnist:'): vae_cli(['--data', 'mnist:', '--epochs', '1', '--out', str(tmp_path), '--quiet'])
