@@ -8,7 +8,7 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 DOCS_WORKERS ?= 2
 
-.PHONY: setup test check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench readme export clean chromium test-triton bench-gpu
+.PHONY: setup test check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench results readme export clean chromium test-triton bench-gpu
 
 ## setup: create .venv and install the project (editable) with its dev and docs extras, pinned by constraints.txt
 setup: $(STAMP)
@@ -66,6 +66,12 @@ bench-gpu: setup
 	$(BIN)/python -m pytest -p no:xdist -q tests/test_triton.py
 	$(BIN)/gumbel-tut-bench --device cuda --backend triton --shapes 65536x4096,8192x32000 --json bench-gpu.json
 	$(BIN)/gumbel-tut-bench --device cuda --backend fast --shapes 65536x4096,8192x32000 --json bench-gpu-fast.json
+
+## results: chapter 4's estimator comparison into nbs/results/vae_<data>.json (long: `nohup make results > results.log 2>&1 &`;
+##          RESULTS_DATA=digits for one data set; an interrupted call continues where it stopped)
+RESULTS_DATA ?= digits fashion-mnist
+results: setup
+	for d in $(RESULTS_DATA); do nice $(BIN)/python scripts/vae_results.py --data $$d || exit 1; done
 
 ## lab: JupyterLab on nbs/ for reading along
 lab: setup

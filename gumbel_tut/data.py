@@ -13,6 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from importlib.util import find_spec
+
+def _require_extra(module, *packages, extra='vae'):
+    "Raise an ImportError naming the pip extra when one of `packages` (import names) is not installed."
+    if missing := [p for p in packages if find_spec(p) is None]:
+        raise ImportError(f"{module} needs {', '.join(missing)}, which is not installed: pip install 'gumbel_tut[{extra}]'", name=missing[0])
+_require_extra('gumbel_tut.data', 'sklearn', 'matplotlib')
 
 # %% auto #0
 __all__ = ['BINARIZATIONS', 'DIGITS_SIZES', 'GZIP_MAGIC', 'IDX_DTYPES', 'IDX_STEMS', 'FASHION_MNIST_DIR', 'FASHION_MNIST_CLASSES',
@@ -249,9 +256,32 @@ def _idx_header(f, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
     return IDX_DTYPES[code], struct.unpack(f'>{ndim}I', raw), 4 + 4 * ndim
 
 
+def _count_bytes(f, limit: int) -> int:
+    "How many bytes `f` still holds, counting at most `limit`; reads in chunks and keeps none of them."
+    n = 0
+    while n < limit:
+        chunk = f.read(min(_CHUNK, limit - n))
+        if not chunk: break
+        n += len(chunk)
+    return n
+
+
+def _read_exactly(f, n: int, path: Path) -> np.ndarray:
+    "The next `n` bytes of `f` as a uint8 array, allocated once (only after the caller knows `f` holds them)."
+    try: data = np.empty(n, dtype=np.uint8)
+    except (MemoryError, ValueError) as e:
+        raise MemoryError(f"{path}: cannot allocate the {n} bytes of data its header declares ({e})") from None
+    view, pos = memoryview(data), 0
+    while pos < n:
+        got = f.readinto(view[pos:pos + _CHUNK])
+        if not got: raise IDXFormatError(f"{path}: the file changed while it was read (ended after {pos} of {n} bytes)")
+        pos += got
+    return data
+
+
 def read_idx(path: str | os.PathLike, # an IDX file, gzipped or not (detected from its first bytes)
             ) -> np.ndarray: # the array, native byte order, shape as declared in the header
-    "Read an IDX file with every header field checked against the file before the data is allocated."
+    "Read an IDX file with every header field checked against the file before the data is allocated; memory stays bounded by the real data."
     path = Path(path)
     if not path.is_file(): raise DatasetNotFoundError(f"{path}: no such file")
     with open(path, 'rb') as f: gzipped = f.read(2) == GZIP_MAGIC
@@ -260,20 +290,19 @@ def read_idx(path: str | os.PathLike, # an IDX file, gzipped or not (detected fr
             dtype, dims, header_len = _idx_header(f, path)
             n_bytes = math.prod(dims) * dtype.itemsize
             shape = ' x '.join(map(str, dims))
-            if not gzipped:  # the file's length is known: check before reading anything
-                have = path.stat().st_size - header_len
-                if have != n_bytes:
-                    raise IDXFormatError(f"{path}: header sizes disagree with the file length: {shape} {dtype.name} elements "
-                                         f"need {n_bytes} bytes after the {header_len}-byte header, the file has {have} "
-                                         f"({'truncated' if have < n_bytes else 'trailing data'})")
-            data = _read_at_most(f, n_bytes + 1)
+            if gzipped: have = _count_bytes(f, n_bytes + 1)  # a first pass that keeps nothing: a lying header costs no memory
+            else: have = path.stat().st_size - header_len      # the file's length is known: nothing to read
+            if have != n_bytes:
+                raise IDXFormatError(f"{path}: header sizes disagree with the {'decompressed data' if gzipped else 'file length'}: "
+                                     f"{shape} {dtype.name} elements need {n_bytes} bytes after the {header_len}-byte header, the file has "
+                                     f"{'only ' + str(have) if have < n_bytes else 'more'} ({'truncated' if have < n_bytes else 'trailing data'})")
+            f.seek(header_len)  # for gzip: decompress again from the start, now into an array of the verified size
+            data = _read_exactly(f, n_bytes, path)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise IDXFormatError(f"{path}: corrupt gzip stream: {e}") from e
-    if len(data) != n_bytes:
-        raise IDXFormatError(f"{path}: header sizes disagree with the data: {shape} {dtype.name} elements need {n_bytes} bytes, "
-                             f"the decompressed file has {'only ' + str(len(data)) if len(data) < n_bytes else 'more'} "
-                             f"({'truncated' if len(data) < n_bytes else 'trailing data'})")
-    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder('='), copy=False)
+    try: return data.view(dtype).reshape(dims).astype(dtype.newbyteorder('='), copy=False)
+    except ValueError as e:  # e.g. more dimensions than NumPy supports
+        raise IDXFormatError(f"{path}: the header declares a {len(dims)}-dimensional {shape} array that NumPy cannot hold: {e}") from None
 
 # %% ../nbs/03_data.ipynb #a75d5b9d
 def write_idx(path: str | os.PathLike, # destination; gzipped when the name ends in `.gz`
@@ -343,6 +372,7 @@ def read_idx_folder(folder: str | os.PathLike, # folder with the four standard I
     out = {}
     for part in ('train', 'test'):
         images = read_idx_images(paths[part, 'images'])
+        if len(images) == 0: raise IDXFormatError(f"{paths[part, 'images']}: holds 0 images; a {part} file needs at least one")
         labels = read_idx_labels(paths[part, 'labels'], n_classes)
         if len(labels) != len(images):
             raise IDXFormatError(f"{paths[part, 'labels']}: {len(labels)} labels for the {len(images)} images of {paths[part, 'images']}")

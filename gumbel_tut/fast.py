@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils import benchmark as _benchmark
-from fastcore.script import call_parse
+from fastcore.script import call_parse, store_true
+from . import __version__
 from .gumbel import check_logits, gumbel_noise, _compute_dtype, _TINY_UNIFORM
 from .relax import check_tau, straight_through, one_hot_argmax, _tau_against
 from .relax import gumbel_softmax as reference_gumbel_softmax
@@ -471,8 +472,10 @@ def gumbel_tut_bench(shapes:str='32x2,256x10,100x200,1x50000,1024x1024,4096x1024
                      tau:float=1.0, # temperature
                      backend:str='fast', # the backend to time: reference, fast, compiled or triton
                      json:str=None, # also write the rows as a JSON list of objects to this path
+                     version:store_true=False, # print the version and exit
                     ):
     "Benchmark a gumbel_tut backend against F.gumbel_softmax and clone; print a Markdown table."
+    if version: return print(f'gumbel-tut-bench {__version__}')
     if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
     dts = [getattr(torch, d.strip()) for d in dtypes.split(',')]
     shape_list = [_parse_shape(s) for s in shapes.split(',')]

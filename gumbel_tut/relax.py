@@ -16,24 +16,38 @@ from torch import Tensor
 from .gumbel import check_logits, perturb, gumbel_noise, _compute_dtype, _first_index, _TINY_UNIFORM
 
 # %% ../nbs/01_relax.ipynb #c9672394
+def _tau_range(dtype:torch.dtype) -> tuple[float, float]:
+    "Temperatures usable in `dtype`: from the smallest normal number (so `1/tau` is finite) to the largest finite one."
+    info = torch.finfo(dtype)
+    return info.tiny, info.max
+
 def check_tau(tau:float|Tensor, # temperature: a positive finite number, or a floating tensor of them
               name:str='tau', # argument name used in error messages
+              dtype:torch.dtype|None=None, # compute dtype whose range `tau` must fit; None: float32's, the narrowest the samplers compute in
              ) -> float|Tensor: # `tau` as a float, or the tensor itself (gradients keep flowing to it)
-    "Raise a `ValueError` naming `name` unless `tau` is positive and finite (every element, for a tensor)."
+    "Raise a `ValueError` naming `name` unless `tau` is positive, finite and usable in the compute dtype (every element, for a tensor)."
+    lo, hi = _tau_range(dtype or torch.float32)
+    usable = f"the usable range in {str(dtype or torch.float32).replace('torch.', '')} is [{lo:.4g}, {hi:.4g}]"
+    hint = "use a small positive value such as 0.1 instead of 0; hard=True gives the one-hot limit"
     if isinstance(tau, Tensor):
         if not tau.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got dtype={tau.dtype}; convert it with {name}.float()")
+        if tau.device.type == 'meta': raise ValueError(f"{name} is a meta tensor (no values); give it real values")
         if (bad := ~(torch.isfinite(tau) & (tau > 0))).any():
             i = _first_index(bad) if tau.dim() else ()
-            raise ValueError(f"{name} must be positive and finite, got {name}{list(i) if i else ''}={tau.detach()[i].item()} "
-                             f"(use a small positive value such as 0.1 instead of 0; hard=True gives the one-hot limit)")
+            raise ValueError(f"{name} must be positive and finite, got {name}{list(i) if i else ''}={tau.detach()[i].item()} ({hint})")
+        if (bad := (tau < lo) | (tau > hi)).any():
+            i = _first_index(bad) if tau.dim() else ()
+            raise ValueError(f"{name}{list(i) if i else ''}={tau.detach()[i].item()} cannot be used: {usable}")
         return tau
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
         raise ValueError(f"{name} must be a positive finite number or a floating tensor, got {type(tau).__name__} {name}={tau!r}")
-    if not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"{name} must be positive and finite, got {name}={tau!r} "
-                         f"(use a small positive value such as 0.1 instead of 0; hard=True gives the one-hot limit)")
-    return float(tau)
+    try: value = float(tau)
+    except OverflowError: raise ValueError(f"{name} is an integer of {len(str(abs(tau)))} digits, too large for a float: {usable}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {name}={tau!r} ({hint})")
+    if not lo <= value <= hi: raise ValueError(f"{name}={tau!r} cannot be used: {usable} (below it 1/{name} overflows or {name} rounds to 0, above it {name} rounds to inf)")
+    return value
 
 # %% ../nbs/01_relax.ipynb #5acb83e8
 def one_hot_argmax(x:Tensor, # scores, any shape
@@ -231,9 +245,9 @@ class _SimplexRelaxed(Distribution):
                              f"{tuple(self.batch_shape + self.event_shape)}") from None
         if value.shape[-1:] != self.event_shape:
             raise ValueError(f"value must have {self.event_shape[0]} categories in its last dim, got shape {tuple(value.shape)}")
-        v = value.detach().to(_compute_dtype(value.dtype))
+        v = value.detach().to(_compute_dtype(value.dtype) if value.is_floating_point() else self.logits.dtype)  # an int one-hot too
         total = v.logsumexp(-1) if log_space else v.sum(-1)
-        tol = 8 * self.event_shape[0] * torch.finfo(value.dtype).eps
+        tol = 8 * self.event_shape[0] * torch.finfo(v.dtype).eps
         if log_space: ok = ~v.isnan().any(-1) & ~v.isposinf().any(-1) & (total.abs() <= tol)
         else: ok = v.isfinite().all(-1) & (v >= 0).all(-1) & ((total - 1).abs() <= tol)
         if (bad := ~ok).any():

@@ -6,27 +6,35 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/vae.html.md"""
 
 # %% ../nbs/04_vae.ipynb #8127e2d0
 from __future__ import annotations
-import csv, json, math, os, re, time
-from dataclasses import dataclass, field
+import argparse, csv, json, math, os, re, time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from fastcore.script import call_parse, store_true
-from fastprogress.fastprogress import progress_bar
+from fastcore.basics import patch
+from fastcore.docments import docments
 
 from .gumbel import gumbel_max
 from .relax import check_tau, straight_through, one_hot_argmax, ExpGumbelSoftmax, ExponentialSchedule
 from .estimators import Estimator, get_estimator
-from .data import DataSplits, load_dataset, batches, epoch_generator, seeded_generator
+from .data import BINARIZATIONS, DataSplits, load_dataset, batches, epoch_generator, seeded_generator, _require_extra
+from . import __version__
+_require_extra('gumbel_tut.vae', 'tqdm')
+from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['KL_MODES', 'RELAXED_KL_ESTIMATORS', 'CHECKPOINT', 'METRICS_CSV', 'METRICS_JSON', 'parse_latent', 'parse_hidden',
-           'CategoricalVAE', 'bernoulli_nll', 'categorical_kl', 'vae_loss', 'evaluate_hard', 'save_checkpoint',
-           'load_checkpoint', 'NonFiniteLossError', 'VAERun', 'train_vae', 'load_vae', 'plot_history', 'reconstruct',
-           'sample_prior', 'latent_traversal', 'vae_cli']
+__all__ = ['KL_MODES', 'RELAXED_KL_ESTIMATORS', 'CHECKPOINT', 'METRICS_CSV', 'METRICS_JSON', 'LOCK', 'RUN_OPTIONS',
+           'parse_latent', 'parse_hidden', 'CategoricalVAE', 'bernoulli_nll', 'categorical_kl', 'NonFiniteLossError',
+           'vae_loss', 'evaluate_hard', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'VAEConfig',
+           'CancelFitException', 'Callback', 'Learner', 'StepBudgetCB', 'EarlyStoppingCB', 'TimeBudgetCB',
+           'CheckpointCB', 'MetricsFilesCB', 'ProgressCB', 'default_callbacks', 'OutputFolderError', 'VAERun',
+           'train_vae', 'load_vae', 'plot_history', 'reconstruct', 'sample_prior', 'latent_traversal', 'vae_parser',
+           'vae_cli']
 
 # %% ../nbs/04_vae.ipynb #817973db
 def parse_latent(latent:str|tuple, # 'NxK' (N categorical variables with K categories each), or a pair (N, K)
@@ -112,6 +120,20 @@ def categorical_kl(log_q:Tensor, # `[..., N, K]` normalized log-probabilities of
 KL_MODES = ('analytic', 'relaxed')
 RELAXED_KL_ESTIMATORS = ('gs', 'st-gs')
 
+class NonFiniteLossError(FloatingPointError):
+    "Training met a NaN or infinite value (loss, encoder output, gradient or parameter); the last good checkpoint is left in place."
+
+def _first_nonfinite(named) -> str|None:
+    "The name of the first tensor in `named` (pairs of name and tensor; None skipped) with a NaN or infinite entry, else None."
+    return next((name for name, t in named if t is not None and not bool(torch.isfinite(t).all())), None)
+
+def _encode_finite(model, x:Tensor) -> Tensor:
+    "`model.encode(x)`, or a `NonFiniteLossError` if the posterior logits hold a NaN or inf (huge or NaN weights)."
+    log_q = model.encode(x)
+    if _first_nonfinite([('', log_q)]) is not None:
+        raise NonFiniteLossError("non-finite encoder output (the posterior logits log q(z|x) hold NaN or inf)")
+    return log_q
+
 def _estimator(estimator):
     "A chapter-3 `Estimator`: itself, or a fresh one by name (`get_estimator` raises a ValueError listing the names)."
     return estimator if isinstance(estimator, Estimator) else get_estimator(estimator)
@@ -127,7 +149,7 @@ def vae_loss(model:CategoricalVAE, # the VAE
             ) -> dict[str, Tensor]: # per-example 'loss' (surrogate to minimize), 'rec' (-log p(x|z)) and 'kl'
     "The negative relaxed ELBO of a batch: reconstruction through the estimator's sample plus a KL term."
     if kl not in KL_MODES: raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
-    log_q = model.encode(x)
+    log_q = _encode_finite(model, x)
     rec = lambda z: bernoulli_nll(model.decode(z), x)
     if kl == 'analytic':
         est = _estimator(estimator)
@@ -155,53 +177,120 @@ def evaluate_hard(model:CategoricalVAE, # the VAE
                   samples:int=1000, # m: one-hot samples from q per image
                   *,
                   generator:torch.Generator|None=None, # source of the samples (a fixed seed gives a reproducible number)
-                  max_rows:int=32768, # decoder rows per chunk (memory bound)
+                  max_rows:int=32768, # decoder rows per pass: memory is bounded by this, for any `samples`
                  ) -> dict[str, float]: # mean nats per image: 'neg_elbo_hard', 'nll_iw', 'rec', 'kl'
     "Evaluate with discrete samples: the negative discrete ELBO (analytic KL) and the importance-weighted bound on `-log p(x)`."
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive int, got {samples!r}")
     if len(x) == 0: raise ValueError("evaluate_hard: x is empty")
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise ValueError(f"max_rows must be a positive int, got {max_rows!r}")
     was_training = model.training; model.eval()
     log_p = model.prior_log_probs()
-    per_chunk = max(1, max_rows // samples)
+    per_chunk = max(1, max_rows // samples)  # images per chunk
+    per_pass = min(samples, max_rows)        # samples per decoder pass: rows <= max_rows for any m
     tot = dict(neg_elbo_hard=0., nll_iw=0., rec=0., kl=0.)
     for xb in x.split(per_chunk):
-        log_q = model.encode(xb)                                   # [b, N, K]
-        log_qs = log_q.expand(samples, *log_q.shape)               # [m, b, N, K]
-        idx = gumbel_max(log_qs, generator=generator)              # [m, b, N]: exact samples of q
-        z = F.one_hot(idx, model.n_categories).to(x.dtype)
-        log_px = -bernoulli_nll(model.decode(z), xb)               # [m, b]
-        log_w = log_px + (log_p - log_qs).gather(-1, idx.unsqueeze(-1)).squeeze(-1).sum(-1)
+        log_q = _encode_finite(model, xb)                          # [b, N, K]
+        rec_sum, log_w_sum = 0., []
+        for start in range(0, samples, per_pass):
+            log_qs = log_q.expand(min(per_pass, samples - start), *log_q.shape)  # [m', b, N, K]
+            idx = gumbel_max(log_qs, generator=generator)          # [m', b, N]: exact samples of q
+            z = F.one_hot(idx, model.n_categories).to(x.dtype)
+            log_px = -bernoulli_nll(model.decode(z), xb)           # [m', b]
+            log_w = log_px + (log_p - log_qs).gather(-1, idx.unsqueeze(-1)).squeeze(-1).sum(-1)
+            rec_sum = rec_sum + log_px.sum(0)
+            log_w_sum.append(torch.logsumexp(log_w, 0))            # log of the pass's sum of weights
+        log_px_mean = rec_sum / samples                            # [b]
         kl = categorical_kl(log_q, log_p)                          # [b]
-        tot['rec'] += -log_px.mean(0).sum().item()
+        tot['rec'] += -log_px_mean.sum().item()
         tot['kl'] += kl.sum().item()
-        tot['neg_elbo_hard'] += (kl - log_px.mean(0)).sum().item()
-        tot['nll_iw'] += -(torch.logsumexp(log_w, 0) - math.log(samples)).sum().item()
+        tot['neg_elbo_hard'] += (kl - log_px_mean).sum().item()
+        tot['nll_iw'] += -(torch.stack(log_w_sum).logsumexp(0) - math.log(samples)).sum().item()
     model.train(was_training)
     return {k: v / len(x) for k, v in tot.items()}
 
 # %% ../nbs/04_vae.ipynb #4a108b11
+class CheckpointError(ValueError):
+    "A checkpoint file that cannot be used; the message names the file and says what is wrong with it."
+
+def _digest(obj, h=None) -> str:
+    "SHA-256 of a checkpoint's content: tensors by dtype, shape and bytes, containers and scalars by type and value."
+    import hashlib
+    h = h or hashlib.sha256()
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode()); h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k, v in obj.items(): _digest(k, h); _digest(v, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for v in obj: _digest(v, h)
+    else: h.update(f"{type(obj).__name__}:{obj!r};".encode())  # None, bool, int, float (repr round-trips), str
+    return h.hexdigest()
+
+def _temp_beside(path:Path) -> tuple[int, Path]:
+    "A new temporary file next to `path` (same folder, so `os.replace` is atomic), unique to this writer."
+    import tempfile
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    return fd, Path(tmp)
+
+def _write_atomic(path:Path, data:bytes) -> Path:
+    "Write `data` to a unique temporary file, flush it to disk, `os.replace` it over `path`; on failure remove it."
+    fd, tmp = _temp_beside(path)
+    try:
+        with open(fd, 'wb') as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one, never half of one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
 def save_checkpoint(state:dict, # tensors, numbers, strings, lists and dicts of them (loadable with `weights_only=True`)
                     path:str|os.PathLike, # destination file
                    ) -> Path:
-    "Write `state` atomically: save to a temporary file in the same folder, flush it to disk, then `os.replace` it over `path`."
+    "Write `state` plus its SHA-256 (key 'sha256') atomically: serialize in memory, write a unique temporary file, `os.replace` it over `path`."
+    import io
     path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(state, f)
-        f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one, never half of one
-    return path
+    buf = io.BytesIO()
+    torch.save({**state, 'sha256': _digest(state)}, buf)
+    try: return _write_atomic(path, buf.getbuffer())
+    except OSError as e:
+        raise OSError(e.errno, f"could not write the checkpoint {path}: {e.strerror or e}; the previous checkpoint, if any, is intact") from e
 
-def load_checkpoint(path:str|os.PathLike) -> dict:
-    "Load a checkpoint written by `save_checkpoint` with `torch.load(weights_only=True)`: no code is unpickled."
+def load_checkpoint(path:str|os.PathLike, # a file written by `save_checkpoint`
+                    keys:tuple=(), # keys the caller needs: a missing one is a `CheckpointError`
+                   ) -> dict:
+    "Load a checkpoint with `torch.load(weights_only=True)` (no code is unpickled) and verify its SHA-256; every failure is a `CheckpointError` naming the file."
+    import pickle, zipfile
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location='cpu', weights_only=True)
+    size = path.stat().st_size
+    if size == 0: raise CheckpointError(f"{path}: the checkpoint is empty (0 bytes): the run that wrote it was interrupted, or the file was overwritten")
+    with open(path, 'rb') as f: is_zip = f.read(4) == b'PK\x03\x04'
+    if not is_zip: raise CheckpointError(f"{path}: not a checkpoint: a checkpoint is a torch zip file, this one starts differently")
+    try: ck = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused: the file holds objects other than tensors, numbers, strings and containers, "
+                              f"which a checkpoint never does ({str(e).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: damaged checkpoint ({size} bytes), truncated or corrupted: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+    if not isinstance(ck, dict): raise CheckpointError(f"{path}: not a checkpoint: it holds a {type(ck).__name__}, not a dict")
+    if 'sha256' not in ck: raise CheckpointError(f"{path}: no 'sha256' key: not written by save_checkpoint, so its integrity cannot be checked")
+    stored = ck.pop('sha256')
+    if stored != _digest(ck):
+        raise CheckpointError(f"{path}: checksum mismatch: the content differs from what was written (the file was damaged or "
+                              f"edited); use an intact copy or start again with overwrite=True (--overwrite)")
+    if missing := [k for k in keys if k not in ck]:
+        raise CheckpointError(f"{path}: missing key(s) {', '.join(map(repr, missing))}: not a complete training checkpoint")
+    return ck
 
 def _write_text_atomic(path:Path, text:str):
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text); os.replace(tmp, path)
+    "Write a text file atomically (unique temporary file, then `os.replace`)."
+    _write_atomic(path, text.encode())
 
 def _write_csv(path:Path, rows:list[dict]):
     "Rewrite the whole per-epoch log (atomically), so that a resumed run's file equals an uninterrupted run's."
@@ -212,211 +301,411 @@ def _write_csv(path:Path, rows:list[dict]):
     w.writeheader(); w.writerows(rows)
     _write_text_atomic(path, buf.getvalue())
 
-# %% ../nbs/04_vae.ipynb #b1d46f1d
-class NonFiniteLossError(FloatingPointError):
-    "Training met a NaN or infinite loss; the last good checkpoint is left in place."
+# %% ../nbs/04_vae.ipynb #7cc8e30f
+def _check_int(name, v, lo, hi=None, allow_none=False):
+    "`v` if it is an int in [lo, hi] (or None when allowed), else a `ValueError` naming the argument and the value."
+    if v is None and allow_none: return v
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an int >= {lo}{'' if hi is None else f' and <= {hi}'}{' or None' if allow_none else ''}, got {v!r}")
+    return v
 
+def _check_pos(name, v, allow_none=False):
+    "`float(v)` if it is a positive finite number (or None when allowed), else a `ValueError` naming the argument and the value."
+    if v is None and allow_none: return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number{' or None' if allow_none else ''}, got {v!r}")
+    return float(v)
+
+@dataclass
+class VAEConfig:
+    "Every setting of a training run: its default, its meaning and its check live here, and nowhere else."
+    data: str = 'digits' # 'digits', 'fashion-mnist', 'mnist:FOLDER', or a folder holding the four IDX files
+    binarize: str = 'fixed' # 'fixed' or 'dynamic' binarization of the training images (see `load_dataset`)
+    split_seed: int = 0 # seed of the train/validation split
+    estimator: str = 'gs' # gradient estimator: gs, st-gs, st, reinforce, reinforce-ma, reinforce-loo, gumbel-rao
+    latent: str = '8x10' # N x K: N categorical latent variables with K categories each
+    hidden: str = '512,256' # encoder hidden widths (the decoder mirrors them)
+    learn_prior: bool = False # learn the prior's logits instead of a uniform prior
+    batch_size: int = 100 # images per optimizer step
+    lr: float = 1e-3 # Adam learning rate
+    tau0: float = 1.0 # initial temperature
+    tau_min: float = 0.5 # temperature floor
+    anneal_rate: float = 1e-4 # tau = max(tau_min, tau0 * exp(-anneal_rate * step))
+    anneal_every: int = 100 # steps between temperature updates
+    kl: str = 'analytic' # 'analytic' (exact categorical KL) or 'relaxed' (Concrete densities; gs and st-gs only)
+    prior_tau: float|None = None # relaxed prior temperature for kl='relaxed' (None: the posterior's)
+    seed: int = 0 # seed of initialization, batch order and sampling noise
+    valid_samples: int = 8 # one-hot samples per validation image for the validation -ELBO
+    epochs: int = 300 # budget: at most this many epochs
+    max_steps: int|None = None # budget: at most this many optimizer steps (None: no limit)
+    patience: int|None = 30 # early stopping: epochs without a better validation -ELBO (None: never stop early)
+    max_seconds: float|None = None # safety limit in seconds for loading, training and the final evaluation (None: none)
+    iw_samples: int = 1000 # m: one-hot samples per test image for the importance-weighted -log p(x)
+
+    def __post_init__(self):
+        if not isinstance(self.data, str) or not self.data.strip(): raise ValueError(f"data must be a data set name or a folder, got {self.data!r}")
+        if self.data.lower().startswith('mnist:') and not self.data.split(':', 1)[1].strip():
+            raise ValueError(f"data={self.data!r}: give the folder of the MNIST IDX files after the colon, e.g. 'mnist:~/data/mnist'")
+        if self.binarize not in BINARIZATIONS: raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {self.binarize!r}")
+        self.estimator = get_estimator(self.estimator).name  # an unknown name is a ValueError listing the names
+        n, k = parse_latent(self.latent); self.latent = f'{n}x{k}'           # canonical strings: what the checkpoint stores
+        self.hidden = ','.join(map(str, parse_hidden(self.hidden)))
+        if not isinstance(self.learn_prior, bool): raise ValueError(f"learn_prior must be True or False, got {self.learn_prior!r}")
+        for name, lo in (('batch_size', 1), ('anneal_every', 1), ('valid_samples', 1), ('iw_samples', 1), ('epochs', 1), ('split_seed', 0)):
+            _check_int(name, getattr(self, name), lo)
+        _check_int('seed', self.seed, 0, 2**64 - 1)  # the range of torch.manual_seed
+        _check_int('max_steps', self.max_steps, 1, allow_none=True); _check_int('patience', self.patience, 1, allow_none=True)
+        self.lr, self.tau0, self.tau_min = _check_pos('lr', self.lr), _check_pos('tau0', self.tau0), _check_pos('tau_min', self.tau_min)
+        self.prior_tau = _check_pos('prior_tau', self.prior_tau, allow_none=True)
+        self.max_seconds = _check_pos('max_seconds', self.max_seconds, allow_none=True)
+        a = self.anneal_rate
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not (math.isfinite(a) and a >= 0):
+            raise ValueError(f"anneal_rate must be a finite number >= 0, got {a!r}")
+        self.anneal_rate = float(a)
+        if self.kl not in KL_MODES: raise ValueError(f"kl must be one of {KL_MODES}, got {self.kl!r}")
+        if self.kl == 'relaxed' and self.estimator not in RELAXED_KL_ESTIMATORS:
+            raise ValueError(f"kl='relaxed' needs estimator in {RELAXED_KL_ESTIMATORS}, got estimator={self.estimator!r}")
+
+    # budgets and the test evaluation may change when a run is resumed; everything else defines the run
+    RESUMABLE = ('epochs', 'max_steps', 'patience', 'max_seconds', 'iw_samples')
+
+    def resume_mismatch(self, saved:dict) -> dict:
+        "Settings that differ from a checkpoint's `saved` config and must not: {name: (saved, now)}."
+        return {f.name: (saved.get(f.name), getattr(self, f.name)) for f in fields(self)
+                if f.name not in self.RESUMABLE and saved.get(f.name) != getattr(self, f.name)}
+
+# %% ../nbs/04_vae.ipynb #3f920d6c
+class CancelFitException(Exception):
+    "Raised by a callback to end training; its message is the reason ('early', 'steps', 'time')."
+
+class Callback:
+    "A training callback: any of the methods `before_fit`, `before_epoch`, `after_step`, `after_epoch`, `after_fit`, `after_evaluate`, each called with the `Learner`; lower `order` runs first."
+    order = 0
+
+def _clone_state(model): return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+class Learner:
+    "Train a `CategoricalVAE` on `splits` as `config` says: the training loop, validation and model selection; everything else is a callback."
+    def __init__(self, model:CategoricalVAE, # the VAE to train (initialized by the caller)
+                 splits:DataSplits, # train, validation and test images
+                 config:VAEConfig, # every setting of the run
+                 cbs:list=(), # `Callback`s: budgets, checkpoints, metrics files, progress bar, your own
+                ):
+        self.model, self.splits, self.config = model, splits, config
+        self.cbs = sorted(cbs, key=lambda cb: cb.order)
+        self.est = get_estimator(config.estimator)
+        self.opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.schedule = ExponentialSchedule(config.tau0, tau_min=config.tau_min, rate=config.anneal_rate, every=config.anneal_every)
+        self.noise = seeded_generator(config.seed, 1)                 # every sample the estimators draw
+        self.torch_rng = torch.Generator().manual_seed(config.seed).get_state()  # torch's global RNG while this learner trains
+        self.epoch, self.step, self.elapsed, self.tau, self.stopped = 0, 0, 0., config.tau0, None
+        self.sums = dict(loss=0., rec=0., kl=0.)                       # this epoch's training terms, summed over images
+        self.best_valid, self.best_epoch, self.best_state = math.inf, 0, _clone_state(model)
+        self.history, self.metrics, self.saved, self._fitting = [], None, None, False
+
+    def __call__(self, event:str):
+        "Call `event` on every callback that has it, in `order`."
+        for cb in self.cbs:
+            if (f := getattr(cb, event, None)) is not None: f(self)
+
+# %% ../nbs/04_vae.ipynb #8d0af78e
+@patch
+def fit(self:Learner) -> Learner:
+    "Train until `config.epochs`, or until a callback raises `CancelFitException`; the caller's global RNG is left as it was."
+    self.stopped = 'epochs'
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(self.torch_rng); self._fitting = True
+        try:
+            self('before_fit')
+            while self.epoch < self.config.epochs:
+                self('before_epoch')
+                t0 = time.perf_counter()
+                self.train_epoch()
+                t1 = time.perf_counter()
+                valid = self.validate()
+                self.valid_seconds, self.epoch = time.perf_counter() - t1, self.epoch + 1
+                self.elapsed += time.perf_counter() - t0
+                n = len(self.splits.train)
+                self.history.append(dict(epoch=self.epoch, step=self.step, tau=self.tau, train_loss=self.sums['loss'] / n,
+                                         train_rec=self.sums['rec'] / n, train_kl=self.sums['kl'] / n, valid_neg_elbo_hard=valid,
+                                         best_epoch=self.best_epoch, seconds=round(self.elapsed, 3)))
+                self('after_epoch')
+        except CancelFitException as e: self.stopped = str(e)
+        except NonFiniteLossError as e:
+            kept = f"the last good checkpoint (epoch {self.saved[0]}) is kept in {self.saved[1]}" if self.saved else "no checkpoint was written"
+            raise NonFiniteLossError(f"{e} at epoch {self.epoch + 1}, step {self.step} with tau={self.tau:.4g}; training stopped and "
+                                     f"{kept}. The training diverged: try a lower lr or a higher tau_min.") from None
+        finally: self.torch_rng, self._fitting = torch.get_rng_state(), False
+        self('after_fit')
+    return self
+
+@patch
+def train_epoch(self:Learner):
+    "One pass over the training images in this epoch's order (resuming inside the epoch skips the batches already trained)."
+    c = self.config
+    xs = batches(self.splits.train.x, c.batch_size, generator=epoch_generator(c.seed, self.epoch), dynamic=self.splits.dynamic)
+    self.n_batches = len(xs)
+    done = self.step - self.epoch * len(xs)  # > 0 only when a step budget ended the last call inside this epoch
+    if done == 0: self.sums = dict(loss=0., rec=0., kl=0.)
+    self.model.train()
+    for i, xb in enumerate(xs):
+        if i < done: continue
+        self.tau = float(self.schedule(self.step))
+        terms = self.train_step(xb)
+        self.step += 1
+        for k in self.sums: self.sums[k] += terms[k].sum().item()
+        self('after_step')
+
+@patch
+def train_step(self:Learner, xb:Tensor) -> dict:
+    "One optimizer step; a `NonFiniteLossError` names the first non-finite loss, gradient or parameter (before anything is saved)."
+    terms = vae_loss(self.model, xb, self.est, self.tau, kl=self.config.kl, prior_tau=self.config.prior_tau, generator=self.noise)
+    loss = terms['loss'].mean()
+    if not torch.isfinite(loss): raise NonFiniteLossError(f"non-finite loss ({loss.item()})")
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if bad := _first_nonfinite((n, p.grad) for n, p in self.model.named_parameters()):
+        raise NonFiniteLossError(f"non-finite gradient of {bad}")  # raised before the step: the weights stay finite
+    self.opt.step()
+    if bad := _first_nonfinite(self.model.named_parameters()):
+        raise NonFiniteLossError(f"non-finite parameter {bad} after the optimizer step")
+    return terms
+
+@patch
+def validate(self:Learner) -> float:
+    "Validation -ELBO with hard samples (the same noise every epoch); keep the weights of the best epoch so far."
+    v = evaluate_hard(self.model, self.splits.valid.x, self.config.valid_samples, generator=seeded_generator(self.config.seed, 2))['neg_elbo_hard']
+    if v < self.best_valid: self.best_valid, self.best_epoch, self.best_state = v, self.epoch + 1, _clone_state(self.model)
+    return v
+
+# %% ../nbs/04_vae.ipynb #9034a77b
+@patch
+def evaluate(self:Learner) -> dict:
+    "Load the best epoch's weights and evaluate them with hard samples: test -ELBO, test IW bound, train -ELBO."
+    c = self.config
+    if self.epoch == 0:
+        budget = {'time': f"max_seconds={c.max_seconds}", 'steps': f"max_steps={c.max_steps}"}.get(self.stopped, f"the {self.stopped} stop")
+        raise ValueError(f"{budget} ended training before the first epoch was validated: no model was selected, so there is "
+                         f"nothing to evaluate; raise {budget.split('=')[0]}")
+    self.model.load_state_dict(self.best_state)
+    t0 = time.perf_counter()
+    test = evaluate_hard(self.model, self.splits.test.x, c.iw_samples, generator=seeded_generator(c.seed, 3))
+    train = evaluate_hard(self.model, self.splits.train.x, c.valid_samples, generator=seeded_generator(c.seed, 4))
+    self.metrics = dict(test_neg_elbo_hard=test['neg_elbo_hard'], test_nll_iw=test['nll_iw'], test_rec=test['rec'], test_kl=test['kl'],
+                        valid_neg_elbo_hard=self.best_valid, train_neg_elbo_hard=train['neg_elbo_hard'], best_epoch=self.best_epoch,
+                        epochs=self.epoch, steps=self.step, stopped=self.stopped, seconds=round(self.elapsed, 3),
+                        seconds_per_epoch=round(self.elapsed / self.epoch, 5), eval_seconds=round(time.perf_counter() - t0, 3),
+                        config=asdict(c))
+    self('after_evaluate')
+    return self.metrics
+
+@patch
+def state_dict(self:Learner) -> dict:
+    "Everything a resumed run needs, as tensors, numbers, strings and containers (what `save_checkpoint` stores)."
+    return dict(config=asdict(self.config), model=self.model.state_dict(), optimizer=self.opt.state_dict(),
+                noise_rng=self.noise.get_state(), torch_rng=torch.get_rng_state() if self._fitting else self.torch_rng,
+                estimator_state=self.est.state_dict(), epoch=self.epoch, step=self.step, elapsed=self.elapsed, sums=dict(self.sums),
+                best_valid=self.best_valid, best_epoch=self.best_epoch, bad_epochs=self.epoch - self.best_epoch,
+                best_state=self.best_state, history=self.history)
+
+_CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'noise_rng', 'torch_rng', 'estimator_state', 'epoch', 'step', 'elapsed', 'sums',
+                    'best_valid', 'best_epoch', 'best_state', 'history')
+
+@patch
+def load_state_dict(self:Learner, ck:dict, # a `state_dict()`, e.g. from `load_checkpoint`
+                    source:str='checkpoint', # where `ck` came from, for the error messages
+                   ):
+    "Continue from `ck`: a `ValueError` if it was trained with other settings, a `CheckpointError` if it does not fit the model."
+    if not isinstance(ck.get('config'), dict): raise CheckpointError(f"{source}: its 'config' is not a dict")
+    if diff := self.config.resume_mismatch(ck['config']):
+        raise ValueError(f"resume: {source} was trained with other settings (saved, now): {diff}")
+    try:
+        self.model.load_state_dict(ck['model']); self.opt.load_state_dict(ck['optimizer'])
+        self.noise.set_state(ck['noise_rng']); self.torch_rng = ck['torch_rng'].clone()
+        self.est.load_state_dict(ck['estimator_state'])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{source}: does not fit this model and optimizer: {str(e).splitlines()[0][:300]}") from None
+    for k in ('epoch', 'step', 'elapsed', 'best_valid', 'best_epoch', 'best_state', 'history'): setattr(self, k, ck[k])
+    self.sums = dict(ck['sums'])
+    return self
+
+# %% ../nbs/04_vae.ipynb #803b0bc2
+class StepBudgetCB(Callback):
+    "Stop after `max_steps` optimizer steps, at once (a step budget can end inside an epoch; `resume` continues there)."
+    order = 50
+    def __init__(self, max_steps:int): self.max_steps = max_steps
+    def before_epoch(self, learn):
+        if learn.step >= self.max_steps: raise CancelFitException('steps')
+    def after_step(self, learn):  # at the end of an epoch, validate it first (then `before_epoch` stops)
+        if learn.step >= self.max_steps and learn.step < (learn.epoch + 1) * learn.n_batches: raise CancelFitException('steps')
+
+class EarlyStoppingCB(Callback):
+    "Stop when the validation -ELBO has not improved for `patience` epochs."
+    order = 50
+    def __init__(self, patience:int): self.patience = patience
+    def before_epoch(self, learn):
+        if learn.epoch - learn.best_epoch >= self.patience: raise CancelFitException('early')
+    after_epoch = before_epoch
+
+class TimeBudgetCB(Callback):
+    "A safety limit: no epoch starts that would, with the final evaluation, end more than `max_seconds` after `started`."
+    order = 60
+    def __init__(self, max_seconds:float, started:float|None=None): self.max_seconds, self.started = max_seconds, started
+    def before_fit(self, learn):
+        self.started = self.started or time.perf_counter()
+        self.before, self.epoch_seconds, self.row_seconds = learn.elapsed, 0., []  # seconds of earlier calls count too
+        c, s = learn.config, learn.splits
+        self.final_rows = len(s.test) * c.iw_samples + len(s.train) * c.valid_samples  # decoder rows of `evaluate`
+    def before_epoch(self, learn):
+        used = self.before + time.perf_counter() - self.started
+        if used + self.epoch_seconds + 1.2 * _median(self.row_seconds) * self.final_rows > self.max_seconds:
+            raise CancelFitException('time')
+        self.t0 = time.perf_counter()
+    def after_epoch(self, learn):  # runs after the checkpoint: the next epoch will cost as much
+        self.epoch_seconds = time.perf_counter() - self.t0
+        self.row_seconds = self.row_seconds[-24:] + [learn.valid_seconds / (len(learn.splits.valid) * learn.config.valid_samples)]
+
+def _median(xs): return sorted(xs)[len(xs) // 2] if xs else 0.
+
+# %% ../nbs/04_vae.ipynb #9e481a9c
+class CheckpointCB(Callback):
+    "Write `out/checkpoint.pt` after every epoch, and at the end if a step budget stopped inside an epoch."
+    order = 10
+    def __init__(self, out:Path): self.path = Path(out) / CHECKPOINT
+    def before_fit(self, learn): self.saved_step = learn.step
+    def after_epoch(self, learn):
+        save_checkpoint(learn.state_dict(), self.path)
+        self.saved_step, learn.saved = learn.step, (learn.epoch, self.path)
+    def after_fit(self, learn):
+        if learn.step != self.saved_step: self.after_epoch(learn)
+
+class MetricsFilesCB(Callback):
+    "Rewrite `out/metrics.csv` (one row per epoch) after every epoch, and write `out/metrics.json` after the evaluation."
+    order = 20
+    def __init__(self, out:Path): self.out = Path(out)
+    def after_epoch(self, learn): _write_csv(self.out / METRICS_CSV, learn.history)
+    def after_evaluate(self, learn): _write_text_atomic(self.out / METRICS_JSON, json.dumps(learn.metrics, indent=2))
+
+class ProgressCB(Callback):
+    "A tqdm progress bar over epochs, with the last epoch's loss, validation -ELBO, temperature and speed."
+    order = 30
+    def before_fit(self, learn):
+        self.bar = tqdm(total=learn.config.epochs, initial=learn.epoch, desc='epochs', leave=False)
+    def before_epoch(self, learn): self.t0 = time.perf_counter()
+    def after_epoch(self, learn):
+        r = learn.history[-1]
+        self.bar.set_postfix_str(f"loss {r['train_loss']:.2f} | valid {r['valid_neg_elbo_hard']:.2f} | tau {r['tau']:.3f} | "
+                                 f"{len(learn.splits.train) / (time.perf_counter() - self.t0):,.0f} img/s", refresh=False)
+        self.bar.update()
+    def after_fit(self, learn): self.bar.close()
+
+def default_callbacks(config:VAEConfig, # the run's settings: its budgets
+                      out:Path|None=None, # the run folder (None: no files)
+                      progress:bool=True, # show a progress bar
+                      started:float|None=None, # `time.perf_counter()` when the run began (loading counts against `max_seconds`)
+                     ) -> list[Callback]:
+    "The callbacks `train_vae` uses for `config`: its budgets, the files in `out`, the progress bar."
+    cbs = [StepBudgetCB(config.max_steps) if config.max_steps else None, EarlyStoppingCB(config.patience) if config.patience else None,
+           TimeBudgetCB(config.max_seconds, started) if config.max_seconds else None,
+           *((CheckpointCB(out), MetricsFilesCB(out)) if out is not None else ()), ProgressCB() if progress else None]
+    return [cb for cb in cbs if cb is not None]
+
+# %% ../nbs/04_vae.ipynb #b1d46f1d
+class OutputFolderError(OSError):
+    "The `out` folder cannot be used: not writable, or in use by another training run."
+
+CHECKPOINT, METRICS_CSV, METRICS_JSON, LOCK = 'checkpoint.pt', 'metrics.csv', 'metrics.json', '.lock'
+def _lock_folder(out:Path):
+    "An open `out/.lock` holding an exclusive `flock` (the kernel drops it when the process dies, even by SIGKILL)."
+    f = open(out / LOCK, 'a')
+    try: import fcntl
+    except ImportError: return f  # no flock (Windows): no lock
+    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise OutputFolderError(f"{out} is in use by another training run (it holds the lock {out / LOCK}); "
+                                f"wait for that run to finish, or choose another out folder") from None
+    return f
+
+@contextmanager
+def _run_folder(out:Path|None, resume:bool, overwrite:bool):
+    "Create `out`, check it is writable, lock it for this run and check the resume / overwrite choice; yields the checkpoint path."
+    if out is None:
+        if resume: raise ValueError("resume=True needs out: the folder that holds checkpoint.pt")
+        yield None; return
+    if out.exists() and not out.is_dir(): raise ValueError(f"out must be a folder, got the file {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = _temp_beside(out / CHECKPOINT); os.close(fd); probe.unlink()
+        lock = _lock_folder(out)
+    except OutputFolderError: raise
+    except OSError as e:
+        raise OutputFolderError(f"out folder {out} is not writable ({e.strerror or e}); choose another out folder") from None
+    try:
+        ck_path = out / CHECKPOINT
+        if not resume and not overwrite and ck_path.exists():
+            raise FileExistsError(f"{ck_path} exists: pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
+                                  f"to start again, or choose another out folder")
+        yield ck_path
+    finally: lock.close()
+
+# %% ../nbs/04_vae.ipynb #aada41ce
 @dataclass
 class VAERun:
     "What `train_vae` returns: the model with its best (validation) weights, the per-epoch log, the final metrics."
     model: CategoricalVAE
     history: list[dict]
     metrics: dict
-    config: dict
+    config: VAEConfig
     splits: DataSplits
     out: Path|None = None
+    learner: Learner|None = None
 
-# keys that must agree for --resume (the rest, such as epochs or the time budget, may change)
-_RESUME_KEYS = ('data', 'binarize', 'split_seed', 'estimator', 'latent', 'hidden', 'batch_size', 'lr', 'tau0', 'tau_min',
-                'anneal_rate', 'anneal_every', 'kl', 'prior_tau', 'learn_prior', 'seed', 'valid_samples')
-CHECKPOINT, METRICS_CSV, METRICS_JSON = 'checkpoint.pt', 'metrics.csv', 'metrics.json'
+def _load_data(config:VAEConfig) -> DataSplits:
+    "`load_dataset` for `config.data`: 'digits', 'fashion-mnist', 'mnist:FOLDER' or a folder of IDX files."
+    kw = dict(binarize=config.binarize, split_seed=config.split_seed)
+    if config.data.lower().startswith('mnist:'): return load_dataset('mnist', path=config.data.split(':', 1)[1], **kw)
+    return load_dataset(config.data, **kw)
 
-def _check_int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    return v
-
-def _check_pos(name, v, allow_none=False):
-    if v is None and allow_none: return v
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-    return float(v)
-
-# %% ../nbs/04_vae.ipynb #51c354df
-def _schedule(tau0, tau_min, anneal_rate, anneal_every):
-    "Jang et al.'s temperature: `max(tau_min, tau0 * exp(-anneal_rate * step))`, updated every `anneal_every` steps."
-    return ExponentialSchedule(tau0, tau_min=tau_min, rate=anneal_rate, every=anneal_every)
-
-def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:FOLDER', a folder of IDX files, or loaded `DataSplits`
+def train_vae(data:str|DataSplits|None=None, # 'digits', 'fashion-mnist', 'mnist:FOLDER', a folder of IDX files, or loaded `DataSplits` (None: `config.data`)
               *,
-              estimator:str='gs', # chapter-3 estimator name: 'gs', 'st-gs', 'st', 'reinforce', 'gumbel-rao', ...
-              latent:str|tuple='8x10', # N x K categorical latent variables
-              hidden:str|tuple=(512, 256), # encoder widths (decoder mirrored)
-              epochs:int=1000, # maximum number of epochs
-              batch_size:int=100, # images per step
-              lr:float=1e-3, # Adam learning rate
-              tau0:float=1.0, # initial temperature
-              tau_min:float=0.5, # temperature floor
-              anneal_rate:float=1e-4, # tau = max(tau_min, tau0 * exp(-anneal_rate * step))
-              anneal_every:int=100, # steps between temperature updates
-              kl:str='analytic', # 'analytic' or 'relaxed' (see `vae_loss`)
-              prior_tau:float|None=None, # relaxed prior temperature for kl='relaxed' (default: the posterior's)
-              learn_prior:bool=False, # learn the prior's logits
-              patience:int|None=100, # stop after this many epochs without a better validation score (None: never)
-              valid_samples:int=8, # samples per validation image for the validation -ELBO
-              iw_samples:int=1000, # m for the importance-weighted test bound
-              binarize:str='fixed', # 'fixed' or 'dynamic' (see `load_dataset`)
-              split_seed:int=0, # seed of the train/valid split
-              seed:int=0, # seed of initialization, batch order and sampling noise
-              max_seconds:float|None=None, # wall-clock budget of the whole call (loading, training, final evaluation)
-              min_epochs:int=0, # epochs trained even past `max_seconds` (keeps short budgets meaningful on a busy machine)
+              config:VAEConfig|None=None, # the settings (None: the defaults); `options` override single fields
               out:str|os.PathLike|None=None, # folder for checkpoint.pt, metrics.csv, metrics.json (None: keep nothing on disk)
               resume:bool=False, # continue from `out`/checkpoint.pt
               overwrite:bool=False, # start afresh even if `out` holds a checkpoint
-              threads:int|None=None, # torch.set_num_threads (None: leave as is)
               progress:bool=True, # show a progress bar
+              cbs:list=(), # your own `Callback`s, added to the defaults
+              **options, # any field of `VAEConfig`, e.g. `estimator='st-gs', epochs=50`
              ) -> VAERun:
-    "Train a categorical VAE with a chapter-3 estimator; select the epoch by validation -ELBO; evaluate on test with hard samples."
-    t_start = time.perf_counter()
-    n_lat, n_cat = parse_latent(latent); hidden = parse_hidden(hidden)
-    for name, v, lo in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('anneal_every', anneal_every, 1),
-                        ('valid_samples', valid_samples, 1), ('iw_samples', iw_samples, 1), ('seed', seed, 0),
-                        ('min_epochs', min_epochs, 0)):
-        _check_int(name, v, lo)
-    if patience is not None: _check_int('patience', patience, 1)
-    if threads is not None: torch.set_num_threads(_check_int('threads', threads, 1))
-    lr, tau0, tau_min = _check_pos('lr', lr), _check_pos('tau0', tau0), _check_pos('tau_min', tau_min)
-    max_seconds = _check_pos('max_seconds', max_seconds, allow_none=True)
-    if isinstance(anneal_rate, bool) or not isinstance(anneal_rate, (int, float)) or not (math.isfinite(anneal_rate) and anneal_rate >= 0):
-        raise ValueError(f"anneal_rate must be a finite number >= 0, got {anneal_rate!r}")
-    if kl not in KL_MODES: raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
-    if prior_tau is not None: prior_tau = _check_pos('prior_tau', prior_tau)
-    est = _estimator(estimator)  # unknown names fail here, before any work
-    estimator = est.name
-    if kl == 'relaxed' and estimator not in RELAXED_KL_ESTIMATORS:
-        raise ValueError(f"kl='relaxed' needs estimator in {RELAXED_KL_ESTIMATORS}, got estimator={estimator!r}")
-    if isinstance(data, DataSplits): splits, data_name = data, data.name
-    else: splits, data_name = _load_data(data, binarize, split_seed), str(data)
-    config = dict(data=data_name, binarize=splits.binarize, split_seed=splits.split_seed, estimator=estimator,
-                  latent=f'{n_lat}x{n_cat}', hidden=','.join(map(str, hidden)), batch_size=batch_size, lr=lr, tau0=tau0,
-                  tau_min=tau_min, anneal_rate=float(anneal_rate), anneal_every=anneal_every, kl=kl, prior_tau=prior_tau,
-                  learn_prior=learn_prior, seed=seed, valid_samples=valid_samples, epochs=epochs, patience=patience,
-                  max_seconds=max_seconds, iw_samples=iw_samples)
-    schedule = _schedule(tau0, tau_min, float(anneal_rate), anneal_every)
-
+    "Train a categorical VAE with a chapter-2 estimator; select the epoch by validation -ELBO; evaluate on test with hard samples."
+    started = time.perf_counter()
+    if unknown := set(options) - {f.name for f in fields(VAEConfig)}:
+        raise TypeError(f"train_vae: unknown option(s) {sorted(unknown)}; the options are the fields of VAEConfig")
+    if isinstance(data, DataSplits): options.update(data=data.name, binarize=data.binarize, split_seed=data.split_seed)
+    elif data is not None: options['data'] = str(data)
+    config = replace(config or VAEConfig(), **options)  # checks every setting before any work
+    splits = data if isinstance(data, DataSplits) else _load_data(config)
     out = None if out is None else Path(out)
-    ck_path = None if out is None else out / CHECKPOINT
-    if resume and out is None: raise ValueError("resume=True needs out: the folder that holds checkpoint.pt")
-    if out is not None:
-        if out.exists() and not out.is_dir(): raise ValueError(f"out must be a folder, got the file {out}")
-        if not resume and not overwrite and ck_path.exists():
-            raise FileExistsError(f"{ck_path} exists: pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
-                                  f"to start again, or choose another out folder")
-        out.mkdir(parents=True, exist_ok=True)
-
-    with torch.random.fork_rng():  # initialization from `seed` without touching the caller's global RNG
-        torch.manual_seed(seed)
-        model = CategoricalVAE(splits.n_pixels, (n_lat, n_cat), hidden, learn_prior)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    noise = seeded_generator(seed, 1)  # every sample the estimators draw
-    st = dict(epoch=0, step=0, best_valid=math.inf, best_epoch=0, bad_epochs=0, elapsed=0., last_epoch_seconds=0.,
-              best_state={k: v.clone() for k, v in model.state_dict().items()}, history=[])
-    if resume:
-        ck = load_checkpoint(ck_path)
-        diff = {k: (ck['config'].get(k), config[k]) for k in _RESUME_KEYS if ck['config'].get(k) != config[k]}
-        if diff: raise ValueError(f"resume: {ck_path} was trained with other settings (saved, now): {diff}")
-        model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer'])
-        noise.set_state(ck['noise_rng']); torch.set_rng_state(ck['torch_rng'])
-        est.load_state_dict(ck['estimator_state'])
-        st.update({k: ck[k] for k in st})
-
-    train, valid = splits.train, splits.valid
-    elapsed_before = st['elapsed']  # training seconds of earlier calls count against the budget too
-    final_rows = len(splits.test) * iw_samples + len(train) * valid_samples  # decoder rows of the final evaluation
-    row_costs = []  # seconds per decoder row of recent validation passes; their median is robust to load spikes
-    epoch_iter = progress_bar(range(st['epoch'], epochs)) if progress else _Silent(range(st['epoch'], epochs))
-    stopped = 'epochs'
-    for epoch in epoch_iter:
-        if max_seconds is not None and epoch >= min_epochs:  # would the next epoch plus the final evaluation end past the budget?
-            used = elapsed_before + time.perf_counter() - t_start
-            if used + st['last_epoch_seconds'] + 1.2 * _median(row_costs) * final_rows > max_seconds:
-                stopped = 'time'; break
-        if patience is not None and st['bad_epochs'] >= patience:
-            stopped = 'early'; break
-        t0 = time.perf_counter()
-        model.train()
-        sums, n = dict(loss=0., rec=0., kl=0.), 0
-        for xb in batches(train.x, batch_size, generator=epoch_generator(seed, epoch), dynamic=splits.dynamic):
-            tau = float(schedule(st['step']))
-            terms = vae_loss(model, xb, est, tau, kl=kl, prior_tau=prior_tau, generator=noise)
-            loss = terms['loss'].mean()
-            if not torch.isfinite(loss):
-                where = f"the last good checkpoint (epoch {st['epoch']}) is kept in {ck_path}" if ck_path else "no checkpoint (out=None)"
-                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {st['step']} with tau={tau:.4g}; "
-                                         f"training stopped and {where}. Try a lower lr or a higher tau_min.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            st['step'] += 1
-            for k in sums: sums[k] += terms[k].sum().item()
-            n += len(xb)
-        t_valid = time.perf_counter()
-        v = evaluate_hard(model, valid.x, valid_samples, generator=seeded_generator(seed, 2))['neg_elbo_hard']
-        row_costs = row_costs[-24:] + [(time.perf_counter() - t_valid) / (len(valid) * valid_samples)]
-        if v < st['best_valid']:
-            st.update(best_valid=v, best_epoch=epoch + 1, bad_epochs=0,
-                      best_state={k: t.detach().clone() for k, t in model.state_dict().items()})
-        else: st['bad_epochs'] += 1
-        st['epoch'] = epoch + 1
-        st['elapsed'] += time.perf_counter() - t0
-        row = dict(epoch=epoch + 1, step=st['step'], tau=tau, train_loss=sums['loss'] / n, train_rec=sums['rec'] / n,
-                   train_kl=sums['kl'] / n, valid_neg_elbo_hard=v, best_epoch=st['best_epoch'], seconds=round(st['elapsed'], 3))
-        st['history'].append(row)
-        epoch_iter.comment = (f"loss {row['train_loss']:.2f} | valid {v:.2f} | tau {tau:.3f} | "
-                              f"{len(train) / (time.perf_counter() - t0):,.0f} img/s")
-        if out is not None:
-            save_checkpoint(dict(config=config, model=model.state_dict(), optimizer=opt.state_dict(), noise_rng=noise.get_state(),
-                                 torch_rng=torch.get_rng_state(), estimator_state=est.state_dict(), **st), ck_path)
-            _write_csv(out / METRICS_CSV, st['history'])
-        st['last_epoch_seconds'] = time.perf_counter() - t0  # with the checkpoint: what the next epoch will cost
-        if patience is not None and st['bad_epochs'] >= patience:
-            stopped = 'early'; break
-
-    model.load_state_dict(st['best_state'])
-    t_eval = time.perf_counter()
-    test = evaluate_hard(model, splits.test.x, iw_samples, generator=seeded_generator(seed, 3))
-    train_hard = evaluate_hard(model, train.x, valid_samples, generator=seeded_generator(seed, 4))['neg_elbo_hard']
-    metrics = dict(test_neg_elbo_hard=test['neg_elbo_hard'], test_nll_iw=test['nll_iw'], test_rec=test['rec'], test_kl=test['kl'],
-                   valid_neg_elbo_hard=st['best_valid'], train_neg_elbo_hard=train_hard, best_epoch=st['best_epoch'],
-                   epochs=st['epoch'], steps=st['step'], stopped=stopped, seconds=round(st['elapsed'], 3),
-                   seconds_per_epoch=round(st['elapsed'] / max(st['epoch'], 1), 5),
-                   eval_seconds=round(time.perf_counter() - t_eval, 3), total_seconds=round(time.perf_counter() - t_start, 3),
-                   config=config)
-    if out is not None: _write_text_atomic(out / METRICS_JSON, json.dumps(metrics, indent=2))
-    return VAERun(model, st['history'], metrics, config, splits, out)
+    with _run_folder(out, resume, overwrite) as ck_path:  # locked for the whole run
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)                # the initialization depends on `seed` alone
+            model = CategoricalVAE(splits.n_pixels, config.latent, config.hidden, config.learn_prior)
+        learn = Learner(model, splits, config, [*default_callbacks(config, out, progress, started), *cbs])
+        if resume: learn.load_state_dict(load_checkpoint(ck_path, keys=_CHECKPOINT_KEYS), source=str(ck_path))
+        learn.fit()
+        metrics = learn.evaluate()
+    return VAERun(model, learn.history, metrics, config, splits, out, learn)
 
 def load_vae(out:str|os.PathLike, # a run folder written by `train_vae` / `gumbel-tut-vae`
              best:bool=True, # the best (validation) weights; else the last epoch's
             ) -> CategoricalVAE:
     "Rebuild the model of a finished or interrupted run from `out/checkpoint.pt` (loaded with `weights_only=True`)."
-    ck = load_checkpoint(Path(out) / CHECKPOINT)
+    ck = load_checkpoint(Path(out) / CHECKPOINT, keys=('config', 'model', 'best_state'))
     c = ck['config']
     state = ck['best_state'] if best else ck['model']
     model = CategoricalVAE(state['encoder.0.weight'].shape[1], c['latent'], c['hidden'], c['learn_prior'])
     model.load_state_dict(state)
     return model.eval()
-
-def _median(xs): return sorted(xs)[len(xs) // 2] if xs else 0.
-
-class _Silent(list):
-    "Stands in for the progress bar when `progress=False` (fastprogress's console bar prints even when hidden)."
-    comment = ''
-
-def _load_data(data, binarize, split_seed):
-    "`load_dataset` for 'digits', 'fashion-mnist', 'mnist:FOLDER' or a folder of IDX files."
-    if isinstance(data, str) and data.lower().startswith('mnist:'):
-        return load_dataset('mnist', path=data.split(':', 1)[1], binarize=binarize, split_seed=split_seed)
-    return load_dataset(data, binarize=binarize, split_seed=split_seed)
 
 # %% ../nbs/04_vae.ipynb #2237969b
 def plot_history(history:list[dict], # `VAERun.history`: one row per epoch
@@ -461,45 +750,47 @@ def latent_traversal(model:CategoricalVAE, x:Tensor, # one binary image `[D]`
     return torch.sigmoid(model.decode(F.one_hot(codes, model.n_categories).float()))
 
 # %% ../nbs/04_vae.ipynb #fb615711
-@call_parse
-def vae_cli(data:str='digits', # 'digits', 'fashion-mnist', 'mnist:FOLDER', or a folder holding the four IDX files
-            estimator:str='gs', # gradient estimator: gs, st-gs, st, reinforce, reinforce-ma, reinforce-loo, gumbel-rao
-            latent:str='8x10', # N x K: N categorical latent variables with K categories each
-            hidden:str='512,256', # encoder hidden widths (the decoder mirrors them)
-            epochs:int=1000, # maximum number of epochs
-            batch_size:int=100, # images per step
-            lr:float=1e-3, # Adam learning rate
-            tau0:float=1.0, # initial temperature
-            tau_min:float=0.5, # temperature floor
-            anneal_rate:float=1e-4, # tau = max(tau_min, tau0 * exp(-anneal_rate * step))
-            anneal_every:int=100, # steps between temperature updates
-            kl:str='analytic', # 'analytic' (categorical KL) or 'relaxed' (Concrete densities; gs / st-gs only)
-            prior_tau:float=None, # relaxed prior temperature for --kl relaxed (default: the posterior's)
-            learn_prior:store_true=False, # learn the prior's logits instead of a uniform prior
-            patience:int=100, # early stopping: epochs without a better validation -ELBO (0: never stop early)
-            iw_samples:int=1000, # m, samples per test image for the importance-weighted -log p(x)
-            binarize:str='fixed', # 'fixed' or 'dynamic' binarization of the training images
-            split_seed:int=0, # seed of the train/validation split
-            seed:int=0, # seed of initialization, batch order and sampling noise
-            max_seconds:float=50, # budget in seconds for loading, training and the final evaluation (0: no limit)
-            out:str=None, # output folder (default: runs/DATA-ESTIMATOR-LATENT-seedSEED)
-            resume:store_true=False, # continue from OUT/checkpoint.pt
-            overwrite:store_true=False, # start again even if OUT holds a checkpoint
-            threads:int=1, # torch threads: small MLPs gain little from more, and oversubscribed cores cost 10x
-            quiet:store_true=False, # no progress bar
-           ):
-    "Train a categorical VAE; write OUT/checkpoint.pt (each epoch), OUT/metrics.csv and OUT/metrics.json."
-    if out is None: out = f"runs/{Path(str(data)).name or 'data'}-{estimator}-{latent}-seed{seed}"
+RUN_OPTIONS = ('out', 'resume', 'overwrite', 'threads', 'quiet')  # command-line options that are not settings of the run
+
+def _none_or(typ):
+    "An argparse type for an optional setting: 'none' means None."
+    def convert(s): return None if s.strip().lower() == 'none' else typ(s)
+    convert.__name__ = typ.__name__  # argparse names the type in its error messages
+    return convert
+
+def vae_parser() -> argparse.ArgumentParser:
+    "The parser of `gumbel-tut-vae`: one option per `VAEConfig` field (its type, default and comment), plus `RUN_OPTIONS`."
+    p = argparse.ArgumentParser(prog='gumbel-tut-vae', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Train a categorical VAE; write OUT/checkpoint.pt (each epoch), OUT/metrics.csv and OUT/metrics.json.")
+    docs, hints = docments(VAEConfig), get_type_hints(VAEConfig)
+    for f in fields(VAEConfig):
+        flag, typ, doc = '--' + f.name.replace('_', '-'), hints[f.name], docs[f.name] or ''
+        if typ is bool: p.add_argument(flag, action='store_true', help=doc); continue
+        args = [t for t in get_args(typ) if t is not type(None)]
+        conv = _none_or(args[0]) if args else typ  # `int|None`: a number, or 'none'
+        p.add_argument(flag, type=conv, default=f.default, metavar=(args[0] if args else typ).__name__.upper(), help=doc)
+    p.add_argument('--out', help="output folder (default: runs/DATA-ESTIMATOR-LATENT-seedSEED)")
+    p.add_argument('--resume', action='store_true', help="continue from OUT/checkpoint.pt")
+    p.add_argument('--overwrite', action='store_true', help="start again even if OUT holds a checkpoint")
+    p.add_argument('--threads', type=int, default=1, help="torch threads of this process: small MLPs gain little from more")
+    p.add_argument('--quiet', action='store_true', help="no progress bar")
+    p.add_argument('--version', action='version', version=f'gumbel-tut-vae {__version__}')
+    return p
+
+def vae_cli(argv:list[str]|None=None, # command-line arguments (None: `sys.argv[1:]`, as the console script)
+           ) -> VAERun|None: # the run; None for the console script, whose exit status must be 0
+    "The console script `gumbel-tut-vae`: parse `argv` into a `VAEConfig`, set the threads of this process, train, print the test numbers."
+    args = vars(vae_parser().parse_args(argv))
+    run = {k: args.pop(k) for k in RUN_OPTIONS}
     try:
-        run = train_vae(data, estimator=estimator, latent=latent, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
-                        tau0=tau0, tau_min=tau_min, anneal_rate=anneal_rate, anneal_every=anneal_every, kl=kl, prior_tau=prior_tau,
-                        learn_prior=learn_prior, patience=patience or None, iw_samples=iw_samples, binarize=binarize,
-                        split_seed=split_seed, seed=seed, max_seconds=max_seconds or None, out=out, resume=resume,
-                        overwrite=overwrite, threads=threads, progress=not quiet)
-    except (ValueError, FileExistsError, FileNotFoundError, NonFiniteLossError) as e:
+        config = VAEConfig(**args)
+        torch.set_num_threads(_check_int('threads', run['threads'], 1))  # a process-wide setting: the command line owns its process
+        out = run['out'] or f"runs/{Path(config.data).name or 'data'}-{config.estimator}-{config.latent}-seed{config.seed}"
+        result = train_vae(config=config, out=out, resume=run['resume'], overwrite=run['overwrite'], progress=not run['quiet'])
+    except (ValueError, OSError, NonFiniteLossError) as e:  # OSError: FileExistsError, missing data, an unwritable or busy out folder
         raise SystemExit(f"gumbel-tut-vae: error: {e}") from None
-    m = run.metrics
-    print(f"{m['epochs']} epochs in {m['seconds']:.1f} s (stopped: {m['stopped']}, best epoch {m['best_epoch']}): "
-          f"test -ELBO (hard) {m['test_neg_elbo_hard']:.2f}, test -log p(x) (IW, m={iw_samples}) {m['test_nll_iw']:.2f} nats; "
-          f"written to {run.out}")
-    return run
+    m = result.metrics
+    print(f"{m['epochs']} epochs, {m['steps']} steps in {m['seconds']:.1f} s (stopped: {m['stopped']}, best epoch {m['best_epoch']}): "
+          f"test -ELBO (hard) {m['test_neg_elbo_hard']:.2f}, test -log p(x) (IW, m={config.iw_samples}) {m['test_nll_iw']:.2f} nats; "
+          f"written to {result.out}")
+    return None if argv is None else result

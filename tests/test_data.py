@@ -128,6 +128,44 @@ def test_huge_declared_size_is_refused_without_allocating(tmp_path, gz):
     assert peak < 64 * 2**20, peak  # well under the 16 MiB read chunk plus gzip buffers
 
 
+def test_lying_header_over_much_real_data_keeps_memory_bounded(tmp_path):
+    "A small .gz whose header claims 4294967295 x 28 x 28 images over 64 MiB of zeros: refused without holding the 64 MiB."
+    path = tmp_path / 'liar.gz'
+    with gzip.open(path, 'wb', compresslevel=1) as f:
+        f.write(idx_header(0x08, (2**32 - 1, 28, 28)))
+        zeros = bytes(1 << 20)
+        for _ in range(64): f.write(zeros)
+    tracemalloc.start()
+    try:
+        with pytest.raises(IDXFormatError, match='truncated') as e: read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally: tracemalloc.stop()
+    assert str(path) in str(e.value)
+    assert peak < 40 * 2**20, peak  # one 16 MiB read chunk and gzip's buffers, not the 64 MiB present
+
+
+def test_honest_gzip_is_read_into_one_array(tmp_path):
+    "The counting pass and the second pass agree: a valid multi-chunk file reads back exactly."
+    a = np.random.default_rng(0).integers(0, 256, (3, 2**12, 2**11), dtype=np.uint8)  # 24 MiB: two read chunks
+    path = write_idx(tmp_path / 'big-idx3-ubyte.gz', a)
+    np.testing.assert_array_equal(read_idx(path), a)
+
+
+@pytest.mark.parametrize('gz', [False, True])
+def test_too_many_dimensions_names_the_file(tmp_path, gz):
+    path = write_bytes(tmp_path / 'deep', bytes([0, 0, 0x08, 100]) + struct.pack('>100I', *[1] * 100) + b'\1', gz)
+    with pytest.raises(IDXFormatError, match='100-dimensional') as e: read_idx(path)
+    assert str(path) in str(e.value)
+
+
+def test_zero_test_images_name_the_file(tmp_path):
+    folder = make_folder(tmp_path / 'd')
+    write_idx(folder / 't10k-images-idx3-ubyte.gz', np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(folder / 't10k-labels-idx1-ubyte.gz', np.zeros(0, dtype=np.uint8))
+    with pytest.raises(IDXFormatError, match='0 images') as e: read_idx_folder(folder)
+    assert 't10k-images-idx3-ubyte' in str(e.value)
+
+
 @pytest.mark.parametrize('damage', ['cut', 'crc'])
 def test_corrupt_gzip_stream(tmp_path, damage):
     a = np.arange(1000, dtype=np.uint8) % 251

@@ -11,7 +11,7 @@ from gumbel_tut.data import load_dataset
 from gumbel_tut.vae import (CategoricalVAE, NonFiniteLossError, bernoulli_nll, categorical_kl, evaluate_hard,
                             load_checkpoint, parse_latent, save_checkpoint, train_vae, vae_cli)
 
-SMALL = dict(latent='4x5', hidden='64,32', iw_samples=20, valid_samples=2, progress=False, threads=1)
+SMALL = dict(latent='4x5', hidden='64,32', iw_samples=20, valid_samples=2, progress=False)
 TIMING = ('seconds', 'eval_seconds', 'seconds_per_epoch', 'total_seconds')
 
 
@@ -105,8 +105,8 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_cli_in_process(tmp_path, capsys):
-    run = vae_cli(data='digits', estimator='gumbel-rao', latent='4x5', hidden='64,32', epochs=1, iw_samples=10,
-                  out=str(tmp_path), quiet=True, threads=1)
+    run = vae_cli(['--data', 'digits', '--estimator', 'gumbel-rao', '--latent', '4x5', '--hidden', '64,32', '--epochs', '1',
+                   '--iw-samples', '10', '--out', str(tmp_path), '--quiet', '--threads', '1'])
     assert run.metrics['epochs'] == 1 and (tmp_path / 'metrics.json').exists()
     assert 'test -ELBO (hard)' in capsys.readouterr().out
 
@@ -119,15 +119,8 @@ def test_cli_in_process(tmp_path, capsys):
 ])
 def test_cli_bad_args(tmp_path, args, msg):
     with pytest.raises(SystemExit, match=msg):
-        vae_cli(**{'epochs': 1, **_kwargs(args)}, out=str(tmp_path / 'x'), quiet=True)
+        vae_cli(['--epochs', '1', *args, '--out', str(tmp_path / 'x'), '--quiet'])
     assert not (tmp_path / 'x' / 'checkpoint.pt').exists()
-
-
-def _kwargs(args):
-    kw = {a[2:].replace('-', '_'): v for a, v in zip(args[::2], args[1::2])}
-    for k, t in (('epochs', int), ('lr', float)):
-        if k in kw: kw[k] = t(kw[k])
-    return kw
 
 
 def test_cli_bad_arg_subprocess():
@@ -221,3 +214,168 @@ def test_load_vae_rebuilds_the_best_model(tmp_path, digits):
     for k, v in run.model.state_dict().items(): assert torch.equal(model.state_dict()[k], v)
     last = vae.load_vae(tmp_path, best=False)
     assert last.n_latent == 4 and last.n_categories == 5 and last.hidden == (64, 32)
+
+
+# ---- reliability: concurrent writers, damaged checkpoints, divergence, filesystem errors, the caller's RNG ----
+
+def _tensor_data_offset(path):
+    "Offset of the middle byte of the largest tensor record inside a checkpoint (a torch zip file)."
+    import zipfile
+    with zipfile.ZipFile(path) as z: info = max(z.infolist(), key=lambda i: i.file_size)
+    raw = path.read_bytes()
+    off = info.header_offset
+    start = off + 30 + int.from_bytes(raw[off + 26:off + 28], 'little') + int.from_bytes(raw[off + 28:off + 30], 'little')
+    return start + info.file_size // 2
+
+
+def test_concurrent_writers_use_unique_temp_files(tmp_path):
+    "Writers on one path never collide on a shared temporary file, and a reader never sees a half-written file."
+    import threading
+    path, errors, loads = tmp_path / 'checkpoint.pt', [], [0]
+    save_checkpoint({'w': torch.zeros(1000)}, path)
+    def write(i):
+        try:
+            for _ in range(25): save_checkpoint({'w': torch.full((1000,), float(i))}, path)
+        except Exception as e: errors.append(e)
+    def read():
+        try:
+            for _ in range(50): assert load_checkpoint(path)['w'].unique().numel() == 1; loads[0] += 1
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)] + [threading.Thread(target=read)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not errors, errors[:3]
+    assert loads[0] == 50 and not list(tmp_path.glob('*.tmp'))
+
+
+def test_second_run_on_a_locked_folder_is_refused(tmp_path, digits):
+    import fcntl
+    tmp_path.mkdir(exist_ok=True)
+    with open(tmp_path / vae.LOCK, 'a') as f:  # another run holds the folder
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(vae.OutputFolderError, match=f"{tmp_path}.*in use by another training run"):
+            train_vae(digits, epochs=1, out=tmp_path, overwrite=True, **SMALL)
+    assert not (tmp_path / 'checkpoint.pt').exists()
+    train_vae(digits, epochs=1, out=tmp_path, **SMALL)  # once released (or its process died), the folder is usable
+    assert (tmp_path / 'checkpoint.pt').exists()
+
+
+@pytest.fixture(scope='module')
+def one_epoch_run(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp('one_epoch')
+    train_vae(digits, epochs=1, out=out, **SMALL)
+    return out
+
+
+def _damage(path, how):
+    raw = path.read_bytes()
+    if how == 'truncated': path.write_bytes(raw[:len(raw) // 2])
+    elif how == 'empty': path.write_bytes(b'')
+    elif how == 'not a checkpoint': path.write_text('hello')
+    elif how == 'bit flip':
+        i = _tensor_data_offset(path)
+        path.write_bytes(raw[:i] + bytes([raw[i] ^ 0x40]) + raw[i + 1:])
+    elif how == 'missing keys':
+        ck = load_checkpoint(path); del ck['config'], ck['optimizer']; save_checkpoint(ck, path)
+    elif how == 'pickled code': torch.save({'x': Path('.')}, path)  # a class weights_only refuses
+    elif how == 'no checksum': torch.save({'x': torch.ones(2)}, path)
+
+
+@pytest.mark.parametrize('how,msg', [('truncated', 'truncated'), ('empty', 'empty'), ('not a checkpoint', 'not a checkpoint'),
+                                     ('bit flip', 'checksum mismatch'), ('missing keys', "missing key.*'config'"),
+                                     ('pickled code', 'refused'), ('no checksum', 'sha256')])
+def test_damaged_checkpoint_is_a_clear_error(tmp_path, digits, one_epoch_run, how, msg):
+    out = tmp_path / 'run'; shutil.copytree(one_epoch_run, out)
+    _damage(out / 'checkpoint.pt', how)
+    with pytest.raises(vae.CheckpointError, match=msg) as e:
+        train_vae(digits, epochs=2, out=out, resume=True, **SMALL)
+    assert str(out / 'checkpoint.pt') in str(e.value) and 'weights_only=False' not in str(e.value)
+    with pytest.raises(vae.CheckpointError, match=msg): vae.load_vae(out)
+
+
+def test_checksum_catches_a_changed_adam_moment(tmp_path, one_epoch_run):
+    "The silent corruption that once passed: one value of the optimizer state changed, the file otherwise valid."
+    path = tmp_path / 'checkpoint.pt'; shutil.copy(one_epoch_run / 'checkpoint.pt', path)
+    ck = torch.load(path, weights_only=True)
+    ck['optimizer']['state'][0]['exp_avg_sq'].view(-1)[0] = -102596.
+    torch.save(ck, path)  # keeps the stored (now wrong) sha256
+    with pytest.raises(vae.CheckpointError, match='checksum mismatch'): load_checkpoint(path)
+
+
+def test_divergence_in_the_encoder_is_a_non_finite_loss_error(tmp_path, digits, monkeypatch):
+    "Whichever tensor goes non-finite first (here the encoder output) stops training with epoch, step and advice."
+    calls = itertools.count()
+    real = CategoricalVAE.encode
+    def poisoned(self, x):  # the 20th training step (epoch 2) sees NaN posterior logits
+        out = real(self, x)
+        return out * float('nan') if self.training and next(calls) == 19 else out
+    monkeypatch.setattr(CategoricalVAE, 'encode', poisoned)
+    with pytest.raises(NonFiniteLossError, match=r'encoder output.*epoch 2, step 19.*last good checkpoint \(epoch 1\).*lower lr'):
+        train_vae(digits, epochs=3, out=tmp_path, **SMALL)
+    assert load_checkpoint(tmp_path / 'checkpoint.pt')['epoch'] == 1
+
+
+def test_huge_learning_rate_is_a_non_finite_loss_error(digits):
+    with pytest.raises(NonFiniteLossError, match=r'non-finite .* at epoch 1, step \d+'):
+        train_vae(digits, epochs=2, lr=1e30, **SMALL)
+
+
+def test_unwritable_out_fails_before_training(tmp_path, digits, monkeypatch):
+    import tempfile
+    def refuse(*a, **k): raise PermissionError(13, 'Permission denied')
+    monkeypatch.setattr(tempfile, 'mkstemp', refuse)
+    calls = []
+    monkeypatch.setattr(vae, 'vae_loss', lambda *a, **k: calls.append(1))
+    with pytest.raises(vae.OutputFolderError, match=f'{tmp_path}.*not writable.*Permission denied'):
+        train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    assert not calls  # refused before any training
+
+
+def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, digits, monkeypatch):
+    import errno
+    real, calls = os.fsync, itertools.count()
+    def fsync(fd):  # writes per epoch: checkpoint, metrics.csv; the third write (epoch 2's checkpoint) meets a full disk
+        if next(calls) == 2: raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    with pytest.raises(OSError, match=r'checkpoint.pt: No space left on device.*previous checkpoint.*intact'):
+        train_vae(digits, epochs=3, out=tmp_path, **SMALL)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / 'checkpoint.pt')['epoch'] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.lock', 'checkpoint.pt', 'metrics.csv']  # no temporary file left
+
+
+def test_training_leaves_the_callers_rng_alone(tmp_path, digits):
+    train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    for resume in (False, True):
+        torch.manual_seed(1234); before = torch.get_rng_state()
+        train_vae(digits, epochs=2, out=tmp_path / str(resume) if not resume else tmp_path, resume=resume, **SMALL)
+        assert torch.equal(torch.get_rng_state(), before), f'resume={resume}'
+
+
+def test_iw_evaluation_memory_is_bounded_for_any_m(digits):
+    torch.manual_seed(0)
+    model = CategoricalVAE(64, '3x4', (32,))
+    rows, real = [], model.decode
+    model.decode = lambda z: rows.append(z[..., 0, 0].numel()) or real(z)
+    x = digits.test.x[:3]
+    chunked = evaluate_hard(model, x, 5000, generator=torch.Generator().manual_seed(1), max_rows=1000)
+    assert max(rows) <= 1000 and sum(rows) == 3 * 5000
+    rows.clear()
+    whole = evaluate_hard(model, x, 5000, generator=torch.Generator().manual_seed(1), max_rows=5000)
+    assert max(rows) == 5000
+    for k in whole: assert math.isclose(chunked[k], whole[k], rel_tol=1e-5), k  # same samples, split differently
+    with pytest.raises(ValueError, match='max_rows'): evaluate_hard(model, x, 10, max_rows=0)
+
+
+@pytest.mark.parametrize('kwargs,msg', [(dict(seed=2**64), 'seed'), (dict(seed=-1), 'seed'),
+                                        (dict(data='mnist:'), "mnist:.*folder"), (dict(max_seconds=1e-9), 'max_seconds')])
+def test_small_unclear_errors(tmp_path, digits, kwargs, msg):
+    kwargs = {'data': digits, **kwargs}
+    with pytest.raises(ValueError, match=msg): train_vae(epochs=1, out=tmp_path, **{**SMALL, **kwargs})
+    assert not (tmp_path / 'metrics.json').exists()
+
+
+def test_cli_names_seed_and_empty_mnist_folder(tmp_path):
+    with pytest.raises(SystemExit, match='seed'): vae_cli(['--seed', str(2**64), '--epochs', '1', '--out', str(tmp_path), '--quiet'])
+    with pytest.raises(SystemExit, match='mnist:'): vae_cli(['--data', 'mnist:', '--epochs', '1', '--out', str(tmp_path), '--quiet'])

@@ -1,0 +1,80 @@
+"""The estimator comparison of chapter 4: every estimator, several seeds, each run until validation early stopping (or
+its epoch budget), written to nbs/results/vae_<data>.json with the provenance of the runs.
+
+    make results                                   # digits, then Fashion-MNIST (long: run it in the background)
+    python scripts/vae_results.py --data digits    # one data set
+
+Each run trains in its own folder under runs/results/ (checkpoint every epoch), so an interrupted call continues where it
+stopped when called again, and finished runs are not repeated. The JSON file is written only when every run of the data
+set has finished; budgets are in epochs, so the numbers do not depend on the machine's load (only the seconds do)."""
+import argparse, datetime, json, os, platform, shlex, sys, time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+import gumbel_tut
+from gumbel_tut.data import load_dataset
+from gumbel_tut.vae import CHECKPOINT, METRICS_JSON, VAEConfig, train_vae
+
+ROOT = Path(__file__).resolve().parent.parent
+ESTIMATORS = ('gs', 'st-gs', 'st', 'reinforce-loo', 'gumbel-rao')
+# The settings of each data set; everything else is VAEConfig's default (the chapter states both).
+SETTINGS = {
+    'digits': dict(seeds=(0, 1, 2), config=dict(data='digits', latent='8x10', hidden='256,128', lr=3e-3, epochs=150, patience=10)),
+    'fashion-mnist': dict(seeds=(0, 1), config=dict(data='fashion-mnist', latent='20x10', binarize='fixed', lr=1e-3, epochs=60, patience=5)),
+}
+
+
+def results_path(data): return ROOT / 'nbs' / 'results' / f"vae_{data.replace('-', '_')}.json"
+
+
+def run_one(splits, config, out):
+    "Train one run into `out` (resuming an interrupted one, reusing a finished one); return its row."
+    if (out / METRICS_JSON).exists() and (out / CHECKPOINT).exists():
+        m = json.loads((out / METRICS_JSON).read_text())
+        if m['config'] == asdict(config): return m, json.loads((out / 'history.json').read_text())
+    run = train_vae(splits, config=config, out=out, resume=(out / CHECKPOINT).exists(), overwrite=True, progress=False)
+    (out / 'history.json').write_text(json.dumps(run.history))
+    return run.metrics, run.history
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--data', choices=sorted(SETTINGS), required=True)
+    p.add_argument('--estimators', nargs='+', default=list(ESTIMATORS))
+    p.add_argument('--seeds', nargs='+', type=int, help="default: the data set's seeds")
+    p.add_argument('--threads', type=int, default=1, help='torch threads of this process')
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)  # this script owns its process
+    setting = SETTINGS[a.data]
+    seeds = a.seeds or setting['seeds']
+    splits = load_dataset(a.data, binarize=setting['config'].get('binarize', 'fixed'))
+    rows = []
+    for seed in seeds:
+        for est in a.estimators:
+            config = VAEConfig(**{**setting['config'], 'estimator': est, 'seed': seed})
+            out = ROOT / 'runs' / 'results' / a.data / f'{est}-seed{seed}'
+            t0 = time.perf_counter()
+            m, history = run_one(splits, config, out)
+            print(f"{a.data} {est} seed {seed}: {m['epochs']} epochs ({m['stopped']}), best {m['best_epoch']}, "
+                  f"test -ELBO {m['test_neg_elbo_hard']:.2f}, IW {m['test_nll_iw']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            rows.append(dict(data=a.data, estimator=est, seed=seed, latent=config.latent, binarize=config.binarize,
+                             steps=m['steps'], best_epoch=m['best_epoch'], epochs=m['epochs'], stopped=m['stopped'],
+                             test_neg_elbo_hard=m['test_neg_elbo_hard'], test_nll_iw=m['test_nll_iw'],
+                             valid_neg_elbo_hard=m['valid_neg_elbo_hard'], train_neg_elbo_hard=m['train_neg_elbo_hard'],
+                             seconds=m['seconds'], valid_curve=[r['valid_neg_elbo_hard'] for r in history],
+                             train_curve=[r['train_loss'] for r in history], config=m['config']))
+    provenance = dict(command=' '.join(['python', 'scripts/vae_results.py', *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+                      gumbel_tut=gumbel_tut.__version__, torch=torch.__version__, python=platform.python_version(),
+                      threads=torch.get_num_threads(), machine=platform.machine(), processor=platform.processor() or platform.machine(),
+                      date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))
+    rows = [{**r, 'provenance': provenance} for r in rows]
+    path = results_path(a.data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.json.tmp')
+    tmp.write_text(json.dumps(rows, indent=1) + '\n'); os.replace(tmp, path)
+    print(f"wrote {len(rows)} runs to {path.relative_to(ROOT)}")
+
+
+if __name__ == '__main__': main()
