@@ -154,7 +154,7 @@ def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch sh
                   ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
     "Gumbel-softmax sample from the backend chosen by `backend`, else the innermost `use_backend`, else 'fast'."
     if eps != 1e-10: warnings.warn('`eps` parameter is deprecated and has no effect.', stacklevel=2)
-    name = backend or _backend.get()
+    name = _backend.get() if backend is None else backend
     if name == 'fast': return fast_gumbel_softmax(logits, tau, hard, dim, generator=generator)  # first: the default
     if name == 'reference': return reference_gumbel_softmax(logits, tau, hard, dim=dim, generator=generator)
     if name == 'compiled': return compiled_gumbel_softmax(logits, tau, hard, dim, generator=generator)
