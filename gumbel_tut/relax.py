@@ -201,7 +201,7 @@ class _SimplexRelaxed(Distribution):
         else:
             check_logits(logits)
             logits = logits - logits.logsumexp(-1, keepdim=True)
-        temperature = check_tau(temperature, name='temperature')
+        temperature = check_tau(temperature, name='temperature', dtype=logits.dtype)  # stored in the logits' dtype
         if not isinstance(temperature, Tensor): temperature = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
         try: batch_shape = torch.broadcast_shapes(temperature.shape, logits.shape[:-1])
         except RuntimeError:
@@ -247,7 +247,7 @@ class _SimplexRelaxed(Distribution):
             raise ValueError(f"value must have {self.event_shape[0]} categories in its last dim, got shape {tuple(value.shape)}")
         v = value.detach().to(_compute_dtype(value.dtype) if value.is_floating_point() else self.logits.dtype)  # an int one-hot too
         total = v.logsumexp(-1) if log_space else v.sum(-1)
-        tol = 8 * self.event_shape[0] * torch.finfo(v.dtype).eps
+        tol = 8 * self.event_shape[0] * torch.finfo(value.dtype if value.is_floating_point() else v.dtype).eps  # rounding of the given dtype
         if log_space: ok = ~v.isnan().any(-1) & ~v.isposinf().any(-1) & (total.abs() <= tol)
         else: ok = v.isfinite().all(-1) & (v >= 0).all(-1) & ((total - 1).abs() <= tol)
         if (bad := ~ok).any():

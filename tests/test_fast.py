@@ -346,3 +346,11 @@ def test_console_script(tmp_path):
     assert out.returncode == 0, out.stderr
     assert '| 8x10 | float32 | cpu | fwd | reference |' in out.stdout
     assert json.loads(path.read_text())[0]['shape'] == '8x10'
+
+
+@pytest.mark.parametrize('backend', ['reference', 'fast', 'compiled'])
+@pytest.mark.parametrize('dim', [1.0, None, '0', True])
+def test_public_sampler_names_a_bad_dim(backend, dim):
+    "A dim that is not an int is refused by name before any backend indexes with it (no torch-internal TypeError)."
+    with pytest.raises(ValueError, match='dim must be an int'):
+        gumbel_softmax(torch.zeros(64, 64), 1.0, dim=dim, backend=backend)

@@ -386,3 +386,19 @@ def test_schedules():
     # pure functions of the step: a fresh object (as after loading a checkpoint) gives identical values
     assert [s(t) for t in (0, 1234, 99_999)] == [ExponentialSchedule()(t) for t in (0, 1234, 99_999)]
     with pytest.raises(Exception): s.tau0 = 3.0   # frozen
+
+
+# --- half-precision distributions (found by the fuzz suite) ---------------------------------------------------
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_log_prob_accepts_its_own_half_precision_samples(dtype):
+    "Samples rounded to a half dtype sum to 1 only within that dtype's rounding; log_prob must accept them, never NaN."
+    q = GumbelSoftmax(0.5, logits=torch.randn(2000, 7, generator=torch.Generator().manual_seed(0)).to(dtype))
+    lp = q.log_prob(q.sample(generator=torch.Generator().manual_seed(1)))
+    assert not lp.isnan().any()
+
+
+def test_temperature_checked_in_the_logits_dtype():
+    "65520 is finite as a Python float but rounds to inf in float16, where the distribution stores its temperature."
+    with pytest.raises(ValueError, match='temperature=65520.0 cannot be used: the usable range in float16'):
+        GumbelSoftmax(65520.0, logits=torch.zeros(3, dtype=torch.float16))
+    GumbelSoftmax(65520.0, logits=torch.zeros(3))  # fine in float32
