@@ -55,9 +55,10 @@ def assert_simplex(y, logits, dim, hard):
 @given(logits_and_dim(), taus, st.booleans(), st.integers(0, 2**32))
 @example((torch.zeros(4, 5), -1), 1e-46, False, 0)     # once silently all NaN: 1e-46 is 0 in float32
 @example((torch.zeros(4, 5), -1), 10**400, False, 0)   # once an OverflowError
-def test_gumbel_softmax_fuzz(ld, tau, hard, seed):
+@pytest.mark.parametrize('backend', ['reference', 'fast'])  # the eager backends (the compiled one is tested in test_relax)
+def test_gumbel_softmax_fuzz(backend, ld, tau, hard, seed):
     logits, dim = ld
-    try: y = gumbel_softmax(logits, tau=tau, hard=hard, dim=dim, generator=gen(seed))
+    try: y = gumbel_softmax(logits, tau=tau, hard=hard, dim=dim, generator=gen(seed), backend=backend)
     except CLEAR as e:
         assert 'tau' in str(e) or 'logits' in str(e), e
         bad_tau = isinstance(tau, bool) or not (isinstance(tau, (int, float)) and 1.1754943508222875e-38 <= tau <= 3.4028234663852886e38)
@@ -67,11 +68,12 @@ def test_gumbel_softmax_fuzz(ld, tau, hard, seed):
     assert_simplex(y, logits, dim, hard)
 
 @given(logits_and_dim(), st.floats(0.05, 20), st.booleans(), st.integers(0, 2**32))
-def test_gumbel_softmax_gradients_are_finite(ld, tau, hard, seed):
+@pytest.mark.parametrize('backend', ['reference', 'fast'])
+def test_gumbel_softmax_gradients_are_finite(backend, ld, tau, hard, seed):
     logits, dim = ld
     assume(not all_masked_somewhere(logits, dim) and logits.dtype in (torch.float32, torch.float64))
     x = logits.clone().requires_grad_()
-    y = gumbel_softmax(x, tau=tau, hard=hard, dim=dim, generator=gen(seed))
+    y = gumbel_softmax(x, tau=tau, hard=hard, dim=dim, generator=gen(seed), backend=backend)
     w = torch.randn(y.shape, generator=gen(seed + 1), dtype=y.dtype)
     (y * w).sum().backward()
     assert x.grad.isfinite().all() and (x.grad[logits.isneginf()] == 0).all()
@@ -171,15 +173,17 @@ def test_check_tau_names_the_usable_range():
 
 # ---- the routes to a sample agree in distribution ----
 def test_sampling_routes_agree_in_distribution():
-    "argmax of gumbel_softmax (hard and soft), GumbelSoftmax(hard), gumbel_max and every estimator draw softmax(logits)."
+    "argmax of gumbel_softmax (hard and soft, each eager backend), GumbelSoftmax(hard), gumbel_max and every estimator draw softmax(logits)."
     logits = torch.tensor([1.0, -0.5, float('-inf'), 0.3, 2.0])
     probs = torch.softmax(logits.double(), 0)
-    rows, calls = 400, 50  # small calls: the reference paths, without any compilation
+    rows, calls = 400, 50  # small calls; no route compiles
     x = logits.expand(rows, -1)
     routes = {
         'gumbel_max': lambda g: gumbel_max(x, generator=g),
-        'gumbel_softmax hard': lambda g: gumbel_softmax(x, tau=0.5, hard=True, generator=g).argmax(-1),
-        'gumbel_softmax soft': lambda g: gumbel_softmax(x, tau=1e-3, generator=g).argmax(-1),
+        **{f'gumbel_softmax hard, {b}': (lambda b: lambda g: gumbel_softmax(x, tau=0.5, hard=True, generator=g, backend=b).argmax(-1))(b)
+           for b in ('reference', 'fast')},
+        **{f'gumbel_softmax soft, {b}': (lambda b: lambda g: gumbel_softmax(x, tau=1e-3, generator=g, backend=b).argmax(-1))(b)
+           for b in ('reference', 'fast')},
         'GumbelSoftmax hard': lambda g: GumbelSoftmax(0.5, logits=logits, hard=True).rsample((rows,), generator=g).argmax(-1),
         **{f'estimator {k}': (lambda k: lambda g: get_estimator(k).sample(x, 0.5, generator=g)[0].argmax(-1))(k)
            for k in ('st', 'st-gs', 'gumbel-rao', 'reinforce')},
