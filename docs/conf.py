@@ -41,9 +41,10 @@ mathjax_path = 'mathjax/tex-chtml.js'
 html_css_files = ['gumbel_tut.css']
 html_copy_source = False  # the notebooks' hidden cells are not published
 html_show_sourcelink = False
-html_sidebars = {'**': ['navbar-logo.html', 'icon-links.html', 'sbt-sidebar-nav.html']}  # search: the header's, only
+# one search: the article header's button (and its dialog), none in the sidebar or the hidden navbar
+html_sidebars = {'**': ['navbar-logo.html', 'icon-links.html', 'sbt-sidebar-nav.html']}
 html_theme_options = {'repository_url': PYPROJECT['project']['urls']['Repository'], 'use_repository_button': True,
-                      'home_page_in_toc': True, 'show_toc_level': 2, 'navigation_with_keys': False}
+                      'navbar_persistent': [], 'home_page_in_toc': True, 'show_toc_level': 2, 'navigation_with_keys': False}
 
 def public_names():
     "Short name (as the prose writes it, `gumbel_max` or `GumbelSoftmax.rsample`) -> full dotted name."
