@@ -111,7 +111,6 @@ def stage_notebook(src, flags, digest):
 
 def api_page(pages):
     "Every public name of gumbel_tut, by chapter, linking to its entry."
-    import importlib
     out = ['# API reference', '',
            'Every public name of `gumbel_tut`, by chapter: each links to its entry in the chapter that derives and tests it.',
            'All of them are importable from the package itself (`from gumbel_tut import gumbel_max`).']
