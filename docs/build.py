@@ -1,19 +1,18 @@
 """Build the gumbel_tut website: `python docs/build.py` (what `make docs` runs).
 
-1. **Stage** each `nbs/*.ipynb` into docs/_build/src, changed only in ways MyST cannot infer: nbdev's cell
-   directives become myst-nb tags (`#| hide` and exported cells: `remove-cell`; `#| echo: false`: `remove-input`, ...;
-   `#| eval: false` and test flags: `skip-execution`), `show_doc(f)` cells become Python-domain entries (`{py:function}`,
-   `{py:class}`, ...) with nbdev's parameter table, every exported name without one gets an entry after the cell that defines it (as nbdev does),
-   and a hidden first cell carries a hash of the package sources. Markdown is left as it is (a lint in
-   tests/test_site.py keeps it within what MyST reads). Files are rewritten only when their content changes.
-2. **Render** with `sphinx-build -W` (conf.py next to this file): myst-nb executes each notebook through
-   jupyter-cache, keyed on its code cells and the package hash, so a prose-only edit re-renders without executing.
-   Each entry has a signature, an anchor and an `objects.inv` line; `api.md` lists every public name by chapter
-   (autosummary); viewcode links the source.
+1. **Stage** each `nbs/*.ipynb` into docs/_build/src with only what MyST cannot infer: nbdev's cell directives become
+   myst-nb tags (`#| hide` and exported cells: `remove-cell`; `#| echo: false`: `remove-input`, ...; `#| eval: false`
+   and test flags: `skip-execution`); `show_doc(f)` cells become Python-domain entries (`{py:function}`, ...) with
+   nbdev's parameter table, and exported names without one get an entry after their cell, as nbdev does; a hidden
+   first cell holds a hash of the package sources. Markdown is untouched (tests/test_site.py lints it). A file is
+   rewritten only when its content changes, so Sphinx re-reads only changed pages.
+2. **Render** with `sphinx-build -W` (conf.py): myst-nb executes each notebook through jupyter-cache, keyed on its code
+   cells (and so on the package hash): a prose-only edit re-renders without executing. Each entry gets an anchor and an
+   `objects.inv` line; `api.md` lists every public name by chapter; viewcode links the source.
 
-`--time-prose-edit` rebuilds once with one extra Markdown cell in a copy of nbs/, times it against the build just
-done and restores the site (`make test` runs it after `make docs`). It fails when the edit took more than a quarter
-of a cold build (the ratio is printed), or more than 20 s after a build that was not cold.
+`--time-prose-edit` (in `make test`, after `make docs`) rebuilds with one Markdown cell added to a copy of nbs/, prints
+the time as a ratio to the last build, restores the site, and fails above a quarter of a cold build (or 20 s after a
+build that was not cold).
 """
 import argparse, hashlib, importlib, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -29,9 +28,9 @@ OPTION_TAGS = {('echo', 'false'): 'remove-input', ('output', 'false'): 'remove-o
 def chapters(nbs): return sorted(p for p in Path(nbs).glob('*.ipynb') if not p.name.startswith(('_', '.')))
 
 def sources_hash():
-    "What every notebook's outputs depend on besides its own code: the package sources and the project metadata."
+    "What every notebook's outputs depend on besides its own code: the package sources."
     h = hashlib.sha256()
-    for p in sorted((ROOT/'gumbel_tut').rglob('*.py')) + [ROOT/'pyproject.toml']: h.update(p.read_bytes())
+    for p in sorted((ROOT/'gumbel_tut').rglob('*.py')): h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 def short_type(anno):
@@ -55,11 +54,11 @@ def api_entry(module, name, seen):
     if kind in ('class', 'method', 'function'):
         try: params = inspect.signature(obj).parameters.values()
         except (TypeError, ValueError): params = []
-        sig = '(' + ', '.join(str(p.replace(annotation=inspect.Parameter.empty)) for p in params) + ')'
+        sig = '(' + ', '.join(str(p.replace(annotation=inspect.Parameter.empty)) for p in params if p.name != 'self') + ')'
         try: docs = docments(obj, full=True)
         except Exception: docs = {}
         rows = [(k, short_type(v['anno']), '' if v['default'] is inspect.Parameter.empty else f'`{v["default"]!r}`',
-                 v.get('docment') or '') for k, v in docs.items() if k not in ('self', 'return')]
+                 (v.get('docment') or '').replace('|', '\\|')) for k, v in docs.items() if k not in ('self', 'return')]
         if rows: table = ['', '| | Type | Default | Details |', '|---|---|---|---|'] + [
             f'| **{k}** | {t} | {d} | {c} |'.replace('\n', ' ') for k, t, d, c in rows]
         if (ret := docs.get('return')) and (ret.get('docment') or ret['anno'] is not inspect.Parameter.empty):
@@ -111,16 +110,18 @@ def stage_notebook(src, flags, digest):
     return nb
 
 def api_page(pages):
-    "Every public name of gumbel_tut, by chapter, linking to its entry."
-    import importlib
+    "Every public name of gumbel_tut, by chapter, linking to its entry, with the first line of its docstring."
     out = ['# API reference', '',
            'Every public name of `gumbel_tut`, by chapter: each links to its entry in the chapter that derives and tests it.',
            'All of them are importable from the package itself (`from gumbel_tut import gumbel_max`).']
     for page, module, title in pages:
         mod = importlib.import_module(f'gumbel_tut.{module}')
         out += ['', f'## Chapter {int(page[:2])}: `gumbel_tut.{module}`', '', f'[{title}]({page}.ipynb)', '',
-                '```{autosummary}', ':nosignatures:', '']
-        out += [f'gumbel_tut.{module}.{name}' for name in mod.__all__] + ['```']
+                '| Name | Summary |', '|---|---|']
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            doc = ((inspect.getdoc(obj) or '').split('\n')[0] if callable(obj) else 'constant').replace('|', r'\|')
+            out.append(f'| {{py:obj}}`{name} <gumbel_tut.{module}.{name}>` | {doc} |')
     return '\n'.join(out) + '\n'
 
 def write_if_changed(path, write):
@@ -157,6 +158,7 @@ def build(nbs, out, jobs):
     stage(nbs, out/'src')
     env = {**os.environ, 'IN_TEST': '1', 'PATH': f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}'}
     cmd = [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-q', '-j', str(jobs), '-b', 'html', '-c', str(DOCS),
+           '-D', f'nb_execution_cache_path={out/"jupyter_cache"}',
            '-d', str(out/'doctrees'), str(out/'src'), str(out/'html')]
     if subprocess.run(cmd, env=env).returncode: sys.exit('sphinx-build failed (warnings count as errors, see above)')
     return time.time() - t0
