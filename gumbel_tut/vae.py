@@ -525,8 +525,8 @@ def load_state_dict(self:Learner, ck:dict, # a `state_dict()`, e.g. from `load_c
         self.est.load_state_dict(ck['estimator_state'])
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
         raise CheckpointError(f"{source}: does not fit this model and optimizer: {str(e).splitlines()[0][:300]}") from None
-    for k in ('epoch', 'step', 'elapsed', 'best_valid', 'best_epoch', 'best_state', 'history'): setattr(self, k, ck[k])
-    self.sums = dict(ck['sums'])
+    for k in ('epoch', 'step', 'elapsed', 'best_valid', 'best_epoch'): setattr(self, k, ck[k])
+    self.best_state, self.history, self.sums = dict(ck['best_state']), [dict(r) for r in ck['history']], dict(ck['sums'])
     return self
 
 # %% ../nbs/04_vae.ipynb #803b0bc2
