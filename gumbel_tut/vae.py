@@ -32,7 +32,7 @@ __all__ = ['KL_MODES', 'RELAXED_KL_ESTIMATORS', 'CHECKPOINT', 'METRICS_CSV', 'ME
            'parse_latent', 'parse_hidden', 'CategoricalVAE', 'bernoulli_nll', 'categorical_kl', 'NonFiniteLossError',
            'vae_loss', 'evaluate_hard', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'VAEConfig',
            'CancelFitException', 'Callback', 'Learner', 'StepBudgetCB', 'EarlyStoppingCB', 'TimeBudgetCB',
-           'CheckpointCB', 'MetricsFilesCB', 'ProgressCB', 'default_callbacks', 'OutputFolderError', 'VAERun',
+           'OutputFolderError', 'CheckpointCB', 'MetricsFilesCB', 'ProgressCB', 'default_callbacks', 'VAERun',
            'train_vae', 'load_vae', 'plot_history', 'reconstruct', 'sample_prior', 'latent_traversal', 'vae_parser',
            'vae_cli']
 
@@ -567,6 +567,45 @@ class TimeBudgetCB(Callback):
 
 def _median(xs): return sorted(xs)[len(xs) // 2] if xs else 0.
 
+# %% ../nbs/04_vae.ipynb #b1d46f1d
+class OutputFolderError(OSError):
+    "The `out` folder cannot be used: not writable, or in use by another training run."
+
+CHECKPOINT, METRICS_CSV, METRICS_JSON, LOCK = 'checkpoint.pt', 'metrics.csv', 'metrics.json', '.lock'
+def _lock_folder(out:Path):
+    "An open `out/.lock` holding an exclusive `flock` (the kernel drops it when the process dies, even by SIGKILL)."
+    f = open(out / LOCK, 'a')
+    try: import fcntl
+    except ImportError: return f  # no flock (Windows): no lock
+    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise OutputFolderError(f"{out} is in use by another training run (it holds the lock {out / LOCK}); "
+                                f"wait for that run to finish, or choose another out folder") from None
+    return f
+
+@contextmanager
+def _run_folder(out:Path|None, resume:bool, overwrite:bool):
+    "Create `out`, check it is writable, lock it for this run and check the resume / overwrite choice; yields the checkpoint path."
+    if out is None:
+        if resume: raise ValueError("resume=True needs out: the folder that holds checkpoint.pt")
+        yield None; return
+    if out.exists() and not out.is_dir(): raise ValueError(f"out must be a folder, got the file {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = _temp_beside(out / CHECKPOINT); os.close(fd); probe.unlink()
+        lock = _lock_folder(out)
+    except OutputFolderError: raise
+    except OSError as e:
+        raise OutputFolderError(f"out folder {out} is not writable ({e.strerror or e}); choose another out folder") from None
+    try:
+        ck_path = out / CHECKPOINT
+        if not resume and not overwrite and ck_path.exists():
+            raise FileExistsError(f"{ck_path} exists: pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
+                                  f"to start again, or choose another out folder")
+        yield ck_path
+    finally: lock.close()
+
 # %% ../nbs/04_vae.ipynb #9e481a9c
 class CheckpointCB(Callback):
     "Write `out/checkpoint.pt` after every epoch, and at the end if a step budget stopped inside an epoch."
@@ -609,45 +648,6 @@ def default_callbacks(config:VAEConfig, # the run's settings: its budgets
            TimeBudgetCB(config.max_seconds, started) if config.max_seconds else None,
            *((CheckpointCB(out), MetricsFilesCB(out)) if out is not None else ()), ProgressCB() if progress else None]
     return [cb for cb in cbs if cb is not None]
-
-# %% ../nbs/04_vae.ipynb #b1d46f1d
-class OutputFolderError(OSError):
-    "The `out` folder cannot be used: not writable, or in use by another training run."
-
-CHECKPOINT, METRICS_CSV, METRICS_JSON, LOCK = 'checkpoint.pt', 'metrics.csv', 'metrics.json', '.lock'
-def _lock_folder(out:Path):
-    "An open `out/.lock` holding an exclusive `flock` (the kernel drops it when the process dies, even by SIGKILL)."
-    f = open(out / LOCK, 'a')
-    try: import fcntl
-    except ImportError: return f  # no flock (Windows): no lock
-    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise OutputFolderError(f"{out} is in use by another training run (it holds the lock {out / LOCK}); "
-                                f"wait for that run to finish, or choose another out folder") from None
-    return f
-
-@contextmanager
-def _run_folder(out:Path|None, resume:bool, overwrite:bool):
-    "Create `out`, check it is writable, lock it for this run and check the resume / overwrite choice; yields the checkpoint path."
-    if out is None:
-        if resume: raise ValueError("resume=True needs out: the folder that holds checkpoint.pt")
-        yield None; return
-    if out.exists() and not out.is_dir(): raise ValueError(f"out must be a folder, got the file {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = _temp_beside(out / CHECKPOINT); os.close(fd); probe.unlink()
-        lock = _lock_folder(out)
-    except OutputFolderError: raise
-    except OSError as e:
-        raise OutputFolderError(f"out folder {out} is not writable ({e.strerror or e}); choose another out folder") from None
-    try:
-        ck_path = out / CHECKPOINT
-        if not resume and not overwrite and ck_path.exists():
-            raise FileExistsError(f"{ck_path} exists: pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
-                                  f"to start again, or choose another out folder")
-        yield ck_path
-    finally: lock.close()
 
 # %% ../nbs/04_vae.ipynb #aada41ce
 @dataclass
