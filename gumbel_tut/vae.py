@@ -118,7 +118,11 @@ class NonFiniteLossError(FloatingPointError):
 
 def _first_nonfinite(named) -> str|None:
     "The name of the first tensor in `named` (pairs of name and tensor; None skipped) with a NaN or infinite entry, else None."
-    return next((name for name, t in named if t is not None and not bool(torch.isfinite(t).all())), None)
+    named = [(name, t.detach()) for name, t in named if t is not None]
+    if not named: return None
+    # one float64 sum per tensor and a single sync: NaN and inf survive a sum, and float64 does not overflow
+    if torch.stack([t.sum(dtype=torch.float64) for _, t in named]).isfinite().all(): return None
+    return next(name for name, t in named if not bool(torch.isfinite(t).all()))
 
 def _encode_finite(model, x:Tensor) -> Tensor:
     "`model.encode(x)`, or a `NonFiniteLossError` if the posterior logits hold a NaN or inf (huge or NaN weights)."
@@ -456,6 +460,8 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
                     st['step'] += 1
                     for k in sums: sums[k] += terms[k].sum().item()
                     n += len(xb)
+                if bad := _first_nonfinite(model.named_parameters()):  # before validation and the checkpoint
+                    raise NonFiniteLossError(f"non-finite parameter {bad}")
                 t_valid = time.perf_counter()
                 v = evaluate_hard(model, valid.x, valid_samples, generator=seeded_generator(seed, 2))['neg_elbo_hard']
             except NonFiniteLossError as e:
@@ -500,7 +506,7 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
     return VAERun(model, st['history'], metrics, config, splits, out)
 
 def _train_step(model, opt, xb, est, tau, kl, prior_tau, noise) -> dict:
-    "One optimizer step on batch `xb`; a `NonFiniteLossError` naming the first non-finite loss, gradient or parameter (before it is saved)."
+    "One optimizer step on batch `xb`; a `NonFiniteLossError` naming a non-finite loss or gradient, raised before the step."
     terms = vae_loss(model, xb, est, tau, kl=kl, prior_tau=prior_tau, generator=noise)
     loss = terms['loss'].mean()
     if not torch.isfinite(loss): raise NonFiniteLossError(f"non-finite loss ({loss.item()})")
@@ -508,9 +514,7 @@ def _train_step(model, opt, xb, est, tau, kl, prior_tau, noise) -> dict:
     loss.backward()
     if bad := _first_nonfinite((n, p.grad) for n, p in model.named_parameters()):
         raise NonFiniteLossError(f"non-finite gradient of {bad}")  # raised before the step: the weights stay finite
-    opt.step()
-    if bad := _first_nonfinite(model.named_parameters()):
-        raise NonFiniteLossError(f"non-finite parameter {bad} after the optimizer step")
+    opt.step()  # finite gradients keep Adam's steps finite (each is at most about lr); the epoch checks the weights too
     return terms
 
 def _restore(ck_path, config, model, opt, noise, est, st):
