@@ -116,6 +116,8 @@ def test_cli_in_process(tmp_path, capsys):
     (['--estimator', 'nope'], 'unknown estimator'), (['--epochs', '0'], 'epochs'), (['--hidden', '512,-1'], 'hidden'),
     (['--kl', 'relaxed', '--estimator', 'st'], 'relaxed'), (['--lr', '-1'], 'lr'), (['--data', '/no/such/folder'], 'no/such'),
     (['--binarize', 'maybe'], 'binarize'), (['--kl', 'approx'], 'kl'),
+    (['--seed', str(2**64)], 'seed'), (['--data', 'mnist:'], 'after the colon'),
+    (['--max-seconds', '1e-9'], 'before the first epoch'),
 ])
 def test_cli_bad_args(tmp_path, args, msg):
     with pytest.raises(SystemExit, match=msg):
@@ -125,7 +127,7 @@ def test_cli_bad_args(tmp_path, args, msg):
 
 def _kwargs(args):
     kw = {a[2:].replace('-', '_'): v for a, v in zip(args[::2], args[1::2])}
-    for k, t in (('epochs', int), ('lr', float)):
+    for k, t in (('epochs', int), ('lr', float), ('seed', int), ('max_seconds', float)):
         if k in kw: kw[k] = t(kw[k])
     return kw
 
