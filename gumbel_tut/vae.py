@@ -395,7 +395,7 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
               out:str|os.PathLike|None=None, # folder for checkpoint.pt, metrics.csv, metrics.json (None: keep nothing on disk)
               resume:bool=False, # continue from `out`/checkpoint.pt
               overwrite:bool=False, # start afresh even if `out` holds a checkpoint
-              threads:int|None=None, # torch.set_num_threads (None: leave as is)
+              threads:int|None=None, # torch threads during the call, restored after it (None: leave as is)
               progress:bool=True, # show a progress bar
              ) -> VAERun:
     "Train a categorical VAE with a chapter-3 estimator; select the epoch by validation -ELBO; evaluate on test with hard samples."
@@ -406,7 +406,7 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
         _check_int(name, v, lo)
     _check_int('seed', seed, 0, 2**64 - 1)  # the range of torch.manual_seed
     if patience is not None: _check_int('patience', patience, 1)
-    if threads is not None: torch.set_num_threads(_check_int('threads', threads, 1))
+    if threads is not None: _check_int('threads', threads, 1)
     lr, tau0, tau_min = _check_pos('lr', lr), _check_pos('tau0', tau0), _check_pos('tau_min', tau_min)
     max_seconds = _check_pos('max_seconds', max_seconds, allow_none=True)
     if isinstance(anneal_rate, bool) or not isinstance(anneal_rate, (int, float)) or not (math.isfinite(anneal_rate) and anneal_rate >= 0):
@@ -427,8 +427,8 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
     schedule = _schedule(tau0, tau_min, float(anneal_rate), anneal_every)
 
     out = None if out is None else Path(out)
-    # the folder is locked for the whole run; the caller's global RNG is restored on exit, resumed or not
-    with _run_folder(out, resume, overwrite) as ck_path, torch.random.fork_rng(devices=[]):
+    # the folder is locked for the whole run; the caller's global RNG and thread count are restored on exit
+    with _run_folder(out, resume, overwrite) as ck_path, torch.random.fork_rng(devices=[]), _num_threads(threads):
         torch.manual_seed(seed)  # the initialization depends on `seed` alone
         model = CategoricalVAE(splits.n_pixels, (n_lat, n_cat), hidden, learn_prior)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -504,6 +504,14 @@ def train_vae(data:str|DataSplits='digits', # 'digits', 'fashion-mnist', 'mnist:
                        config=config)
         if out is not None: _write_text_atomic(out / METRICS_JSON, json.dumps(metrics, indent=2))
     return VAERun(model, st['history'], metrics, config, splits, out)
+
+@contextmanager
+def _num_threads(n:int|None):
+    "Run the block with `torch.set_num_threads(n)`, then restore the previous count (None: leave it alone)."
+    before = torch.get_num_threads()
+    if n is not None: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)
 
 def _train_step(model, opt, xb, est, tau, kl, prior_tau, noise) -> dict:
     "One optimizer step on batch `xb`; a `NonFiniteLossError` naming a non-finite loss or gradient, raised before the step."

@@ -355,7 +355,9 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, digits, monkeypatch)
 
 
 def test_training_leaves_the_callers_rng_alone(tmp_path, digits):
-    train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    threads = torch.get_num_threads()
+    train_vae(digits, epochs=1, out=tmp_path, **{**SMALL, 'threads': threads + 1})
+    assert torch.get_num_threads() == threads  # the thread count of the call is restored too
     for resume in (False, True):
         torch.manual_seed(1234); before = torch.get_rng_state()
         train_vae(digits, epochs=2, out=tmp_path / str(resume) if not resume else tmp_path, resume=resume, **SMALL)
