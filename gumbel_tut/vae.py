@@ -125,7 +125,11 @@ class NonFiniteLossError(FloatingPointError):
 
 def _first_nonfinite(named) -> str|None:
     "The name of the first tensor in `named` (pairs of name and tensor; None skipped) with a NaN or infinite entry, else None."
-    return next((name for name, t in named if t is not None and not bool(torch.isfinite(t).all())), None)
+    named = [(name, t.detach()) for name, t in named if t is not None]
+    if not named: return None
+    # one float64 sum per tensor and a single sync: NaN and inf survive a sum, and float64 does not overflow
+    if torch.stack([t.sum(dtype=torch.float64) for _, t in named]).isfinite().all(): return None
+    return next(name for name, t in named if not bool(torch.isfinite(t).all()))
 
 def _encode_finite(model, x:Tensor) -> Tensor:
     "`model.encode(x)`, or a `NonFiniteLossError` if the posterior logits hold a NaN or inf (huge or NaN weights)."
@@ -455,10 +459,12 @@ def train_epoch(self:Learner):
         self.step += 1
         for k in self.sums: self.sums[k] += terms[k].sum().item()
         self('after_step')
+    if bad := _first_nonfinite(self.model.named_parameters()):  # before validation and the checkpoint
+        raise NonFiniteLossError(f"non-finite parameter {bad}")
 
 @patch
 def train_step(self:Learner, xb:Tensor) -> dict:
-    "One optimizer step; a `NonFiniteLossError` names the first non-finite loss, gradient or parameter (before anything is saved)."
+    "One optimizer step; a `NonFiniteLossError` names a non-finite loss or gradient, raised before the step."
     terms = vae_loss(self.model, xb, self.est, self.tau, kl=self.config.kl, prior_tau=self.config.prior_tau, generator=self.noise)
     loss = terms['loss'].mean()
     if not torch.isfinite(loss): raise NonFiniteLossError(f"non-finite loss ({loss.item()})")
@@ -466,9 +472,7 @@ def train_step(self:Learner, xb:Tensor) -> dict:
     loss.backward()
     if bad := _first_nonfinite((n, p.grad) for n, p in self.model.named_parameters()):
         raise NonFiniteLossError(f"non-finite gradient of {bad}")  # raised before the step: the weights stay finite
-    self.opt.step()
-    if bad := _first_nonfinite(self.model.named_parameters()):
-        raise NonFiniteLossError(f"non-finite parameter {bad} after the optimizer step")
+    self.opt.step()  # finite gradients keep Adam's steps finite (each is at most about lr); each epoch checks the weights too
     return terms
 
 @patch

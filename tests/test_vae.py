@@ -116,6 +116,8 @@ def test_cli_in_process(tmp_path, capsys):
     (['--estimator', 'nope'], 'unknown estimator'), (['--epochs', '0'], 'epochs'), (['--hidden', '512,-1'], 'hidden'),
     (['--kl', 'relaxed', '--estimator', 'st'], 'relaxed'), (['--lr', '-1'], 'lr'), (['--data', '/no/such/folder'], 'no/such'),
     (['--binarize', 'maybe'], 'binarize'), (['--kl', 'approx'], 'kl'),
+    (['--seed', str(2**64)], 'seed'), (['--data', 'mnist:'], 'after the colon'),
+    (['--max-seconds', '1e-9'], 'before the first epoch'),
 ])
 def test_cli_bad_args(tmp_path, args, msg):
     with pytest.raises(SystemExit, match=msg):
@@ -201,7 +203,7 @@ def test_relaxed_kl_and_learned_prior(digits):
 
 
 def test_time_budget_and_early_stopping(digits):
-    run = train_vae(digits, epochs=10_000, max_seconds=1.0, patience=None, **SMALL)
+    run = train_vae(digits, epochs=10_000, max_seconds=1.0, min_epochs=1, patience=None, **SMALL)  # one epoch even if setup was slow
     assert run.metrics['stopped'] == 'time' and run.metrics['seconds'] <= 1.0 + 1.0
     run = train_vae(digits, epochs=10_000, patience=1, lr=1e-1, **SMALL)  # a huge step size stops improving at once
     assert run.metrics['stopped'] == 'early' and run.metrics['epochs'] < 10_000
@@ -346,7 +348,9 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, digits, monkeypatch)
 
 
 def test_training_leaves_the_callers_rng_alone(tmp_path, digits):
-    train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    threads = torch.get_num_threads()
+    train_vae(digits, epochs=1, out=tmp_path, **{**SMALL, 'threads': threads + 1})
+    assert torch.get_num_threads() == threads  # the thread count of the call is restored too
     for resume in (False, True):
         torch.manual_seed(1234); before = torch.get_rng_state()
         train_vae(digits, epochs=2, out=tmp_path / str(resume) if not resume else tmp_path, resume=resume, **SMALL)
