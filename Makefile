@@ -8,7 +8,7 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 DOCS_WORKERS ?= 2
 
-.PHONY: setup test check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench results readme export clean chromium
+.PHONY: setup test docs-cache-check check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench results readme export clean chromium
 
 ## setup: create .venv and install the project (editable) with its dev and docs extras, pinned by constraints.txt
 setup: $(STAMP)
@@ -27,7 +27,7 @@ export: setup
 
 ## test: sync checks, the website build (it executes every notebook, once; a failing cell fails it), then
 ## pytest, whose tests/test_site.py checks the built site in headless Chromium
-test: setup check-sync docs chromium pytest
+test: setup check-sync docs docs-cache-check chromium pytest
 
 check-sync: check-clean check-export check-readme
 
@@ -65,9 +65,14 @@ results: setup
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
-## docs: build the tutorial website into docs/_build/html (notebooks executed fresh; see docs/build.py)
+## docs: build the tutorial website into docs/_build/html (notebooks executed through an execution cache that a
+## change to their code or to the package invalidates; see docs/build.py)
 docs: setup
-	$(BIN)/python docs/build.py --workers $(DOCS_WORKERS)
+	$(BIN)/python docs/build.py --jobs $(DOCS_WORKERS)
+
+# docs-cache-check: a prose-only edit rebuilds from the execution cache (time printed as a ratio to the cold build)
+docs-cache-check: setup
+	$(BIN)/python docs/build.py --time-prose-edit --jobs $(DOCS_WORKERS)
 
 ## serve: serve the built website on http://127.0.0.1:$(PORT) (PORT=8000 by default)
 serve:

@@ -1,116 +1,195 @@
-"""Build the gumbel_tut website from nbs/ without Quarto: `python docs/build.py` (what `make docs` runs).
+"""Build the gumbel_tut website: `python docs/build.py` (what `make docs` runs).
 
-1. **Execute** every `nbs/*.ipynb` fresh (file-name order, 2 worker processes, one fresh process per
-   notebook) the way `nbdev-test` does: execnb's `CaptureShell`, working directory `nbs/`, `IN_TEST=1`,
-   cells flagged with `tst_flags` or `#| eval: false` skipped. A failing cell stops the build, naming the
-   notebook, the cell and the traceback. `nbs/` is never written; executed copies go to docs/_build/exec.
-2. **Process** each executed notebook with nbdev's own notebook processors (`FilterDefaults`, as
-   `nbdev.serve.proc_nbs` does): front matter, `show_doc` cells for exports, `#| hide`/`#| export` cells
-   removed, backticked names linked. `show_doc` cells nbdev adds are inserted *before* execution, so every
-   output comes from the single run (nbdev's `exec_show_docs` second run is left out).
-3. **Convert** the Quarto-only syntax nbdev leaves for Quarto (see `myst.py`) so that Sphinx + myst-nb
-   render the same page: docs/_build/src holds the MyST notebooks, one per page, named like nbdev's
-   Quarto pages (`00_gumbel.ipynb` -> `gumbel.html`).
-4. **Render** with `sphinx-build -W` (warnings are errors; conf.py next to this file) into docs/_build/html.
+1. **Stage** each `nbs/*.ipynb` into docs/_build/src with only what MyST cannot infer: nbdev's cell directives become
+   myst-nb tags (`#| hide` and exported cells: `remove-cell`; `#| echo: false`: `remove-input`, ...; `#| eval: false`
+   and test flags: `skip-execution`); `show_doc(f)` cells become Python-domain entries (`{py:function}`, ...) with
+   nbdev's parameter table, and exported names without one get an entry after their cell, as nbdev does; a hidden
+   first cell holds a hash of the package sources. Markdown is untouched (tests/test_site.py lints it). A file is
+   rewritten only when its content changes, so Sphinx re-reads only changed pages.
+2. **Render** with `sphinx-build -W` (conf.py): myst-nb executes each notebook through jupyter-cache, keyed on its code
+   cells (and so on the package hash): a prose-only edit re-renders without executing. Each entry gets an anchor and an
+   `objects.inv` line; `api.md` lists every public name by chapter; viewcode links the source.
+
+`--time-prose-edit` (in `make test`, after `make docs`) rebuilds with one Markdown cell added to a copy of nbs/, prints
+the time as a ratio to the last build, restores the site, and fails above a quarter of a cold build (or 20 s after a
+build that was not cold).
 """
-import argparse, json, os, shutil, subprocess, sys, time, traceback
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+import argparse, hashlib, importlib, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
+from fastcore.nbio import read_nb, write_nb, mk_cell
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
-sys.path.insert(0, str(DOCS))
+BUILD = DOCS/'_build'
+HIDE = {'hide', 'export', 'exporti', 'default_exp'}  # nbdev shows none of these on its pages
+OPTION_TAGS = {('echo', 'false'): 'remove-input', ('output', 'false'): 'remove-output', ('include', 'false'): 'remove-cell',
+               ('code-fold', 'true'): 'hide-input', ('eval', 'false'): 'skip-execution'}
 
-class NotebookFailed(Exception): pass
+def chapters(nbs): return sorted(p for p in Path(nbs).glob('*.ipynb') if not p.name.startswith(('_', '.')))
 
-def execute_and_process(nb_path, exec_dir, skip_flags, force_flags, cell_timeout):
-    """Run in a fresh worker process: execute `nb_path` once, then apply nbdev's doc processors.
-    Returns (processed notebook as a dict, seconds) or raises `NotebookFailed` naming notebook and cell."""
-    os.environ['IN_TEST'] = '1'  # nbdev_export() calls in notebooks do nothing, as under nbdev-test
-    os.environ.setdefault('MPLBACKEND', 'agg')
-    from fastcore.nbio import read_nb, write_nb, nb2dict
-    from fastcore.xtras import working_directory
-    from execnb.shell import CaptureShell
-    from nbdev.process import NBProcessor
-    from nbdev.processors import populate_language, add_show_docs
-    from nbdev.test import _skip_cell
-    from myst import NbdevDocProcs
-    start = time.time()
-    nb_path = Path(nb_path)
-    # nbdev inserts show_doc cells after exported definitions that have none: do it before running,
-    # so that they run with everything else.
-    nb = NBProcessor(nb_path, procs=[populate_language, add_show_docs], rm_directives=False, process=True).nb
+def sources_hash():
+    "What every notebook's outputs depend on besides its own code: the package sources."
+    h = hashlib.sha256()
+    for p in sorted((ROOT/'gumbel_tut').rglob('*.py')): h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+def short_type(anno):
+    "`torch.Tensor | None` -> `Tensor | None`: a type as the reader writes it, without module paths."
+    if anno is inspect.Parameter.empty: return ''
+    text = anno if isinstance(anno, str) else anno.__qualname__ if isinstance(anno, type) else inspect.formatannotation(anno)
+    return re.sub(r'\b(?:[A-Za-z_]\w*\.)+(\w+)', r'\1', text).replace('|', '\\|')
+
+def api_entry(module, name, seen):
+    """A Python-domain entry for `module.name` (what nbdev's show_doc shows): signature, docstring, and a table of the
+    parameters from their docments comments. Objects from another module, or shown twice, get `:no-index:`."""
+    from fastcore.docments import docments
+    obj, parent = importlib.import_module(module), None
+    for part in name.split('.'): parent, obj = obj, getattr(obj, part)
+    is_prop = inspect.isclass(parent) and isinstance(inspect.getattr_static(parent, name.split('.')[-1]), property)
+    kind = ('class' if inspect.isclass(obj) else 'property' if is_prop else 'method' if inspect.isclass(parent)
+            else 'function' if callable(obj) else 'data')
+    home = getattr(parent if kind in ('method', 'property') else obj, '__module__', module) if kind != 'data' else module
+    where = home if home.startswith('gumbel_tut') else module
+    sig, table = '', []
+    if kind in ('class', 'method', 'function'):
+        try: params = inspect.signature(obj).parameters.values()
+        except (TypeError, ValueError): params = []
+        sig = '(' + ', '.join(str(p.replace(annotation=inspect.Parameter.empty)) for p in params if p.name != 'self') + ')'
+        try: docs = docments(obj, full=True)
+        except Exception: docs = {}
+        rows = [(k, short_type(v['anno']), '' if v['default'] is inspect.Parameter.empty else f'`{v["default"]!r}`',
+                 (v.get('docment') or '').replace('|', '\\|')) for k, v in docs.items() if k not in ('self', 'return')]
+        if rows: table = ['', '| | Type | Default | Details |', '|---|---|---|---|'] + [
+            f'| **{k}** | {t} | {d} | {c} |'.replace('\n', ' ') for k, t, d, c in rows]
+        if (ret := docs.get('return')) and (ret.get('docment') or ret['anno'] is not inspect.Parameter.empty):
+            table += ['', f'**Returns** {short_type(ret["anno"])}: {ret.get("docment") or ""}']
+    target = f'{where}.{name}'
+    opts = [f':module: {where}'] + ([':no-index:'] if target in seen or where != module else [])
+    seen.add(target)
+    doc = (inspect.getdoc(obj) or '') if kind != 'data' else ''
+    return mk_cell('\n'.join([f'````{{py:{kind}}} {name}{sig}', *opts, '', doc, *table, '````']), 'markdown')
+
+def defined_names(source):
+    "Names a cell defines at top level, in order: functions, classes, assigned variables."
+    import ast
+    out = []
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): out.append(node.name)
+        for t in node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []:
+            out += [n.id for n in ast.walk(t) if isinstance(n, ast.Name)]
+    return out
+
+def stage_notebook(src, flags, digest):
+    "The notebook as the site renders it (see the module docstring)."
+    nb = read_nb(src)
+    module = next((c.directives['default_exp'] for c in nb.cells if 'default_exp' in c.directives), None)
+    lib = f"gumbel_tut.{module}" if module else None
+    exported = set(__import__(lib, fromlist=['*']).__all__) if lib else set()
+    documented = {m for c in nb.cells if c.cell_type == 'code' for m in re.findall(r'^\s*show_doc\(([\w.]+)\)', c.source, re.M)}
+    cells, seen = [mk_cell(f'# package sources {digest}', 'code')], set()
+    cells[0].metadata['tags'] = ['remove-cell']
     for cell in nb.cells:
-        if getattr(cell, 'has_sd', False): cell.metadata['nbdev_has_sd'] = True
-    skip = _skip_cell(nb, skip_flags, force_flags)
-    shell = CaptureShell(nb_path)
-    shell.run_cell('from nbdev.showdoc import show_doc')  # as nbdev's exec_show_docs does, for the cells added above
-    try:
-        with working_directory(nb_path.parent):
-            shell.run_all(nb, exc_stop=True, preproc=skip, cell_timeout=cell_timeout)
-    except BaseException as e:
-        cell = next((c for c in nb.cells if c.get('idx_') == (shell._cell_idx or 0) - 1), None)
-        src = cell.source if cell is not None else '?'
-        raise NotebookFailed(f'{nb_path.name}: cell {shell._cell_idx} (counting every cell from 1) failed:\n'
-                             f'{"-"*70}\n{src}\n{"-"*70}\n{shell.prettytb(fname=nb_path) or traceback.format_exc()}') from None
-    # Round-trip through disk, as nbdev.serve does, so outputs have their on-disk form
-    exec_path = Path(exec_dir)/nb_path.name
-    write_nb(nb, exec_path)
-    nb = read_nb(exec_path)
-    for cell in nb.cells:
-        if cell.metadata.pop('nbdev_has_sd', False): cell.has_sd = True
-    NbdevDocProcs()(nb)
-    return nb2dict(nb), time.time() - start
+        if cell.cell_type != 'code' or 'nbdev_export()' in cell.source:
+            if cell.cell_type == 'markdown': cells.append(cell)
+            continue
+        d, tags = cell.directives, set(cell.metadata.get('tags', []))
+        if m := re.fullmatch(r'(?:#\|.*\n)*\s*show_doc\(([\w.]+)\)\s*', cell.source):
+            cells.append(api_entry(lib, m.group(1), seen)); continue
+        if HIDE & set(d) or set(d) & set(flags): tags.add('remove-cell')
+        if set(d) & set(flags): tags.add('skip-execution')
+        tags |= {tag for (k, v), tag in OPTION_TAGS.items() if str(d.get(k, '')).lower() == v}
+        cell.directives = {}  # the `#|` lines are not shown
+        if tags: cell.metadata['tags'] = sorted(tags)
+        cells.append(cell)
+        if {'export', 'exports'} & set(d):  # nbdev documents every exported name that has no show_doc cell
+            cells += [api_entry(lib, n, seen) for n in defined_names(cell.source) if n in exported and n not in documented]
+            documented |= set(defined_names(cell.source))
+    for i, cell in enumerate(cells): cell.id = cell.get('id') if cell in nb.cells else f'staged{i:03d}'  # stable bytes
+    nb.cells = cells
+    nb.metadata = {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}}
+    return nb
 
-def notebooks(nbs_dir):
-    "The site's notebooks in chapter (file-name) order; `index.ipynb` is the home page."
-    return sorted(p for p in Path(nbs_dir).glob('*.ipynb') if not p.name.startswith(('_', '.')))
+def api_page(pages):
+    "Every public name of gumbel_tut, by chapter, linking to its entry."
+    out = ['# API reference', '',
+           'Every public name of `gumbel_tut`, by chapter: each links to its entry in the chapter that derives and tests it.',
+           'All of them are importable from the package itself (`from gumbel_tut import gumbel_max`).']
+    for page, module, title in pages:
+        mod = importlib.import_module(f'gumbel_tut.{module}')
+        out += ['', f'## Chapter {int(page[:2])}: `gumbel_tut.{module}`', '', f'[{title}]({page}.ipynb)', '',
+                '```{autosummary}', ':nosignatures:', '']
+        out += [f'gumbel_tut.{module}.{name}' for name in mod.__all__] + ['```']
+    return '\n'.join(out) + '\n'
 
-def run_notebooks(paths, exec_dir, workers, skip_flags, force_flags, cell_timeout):
-    "Execute and process `paths` in parallel, each in a fresh process; fail listing every failing notebook."
-    ctx = get_context('spawn')  # fresh interpreter: no torch/matplotlib state shared between notebooks
-    results, failures = {}, []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futs = {p: pool.submit(execute_and_process, str(p), str(exec_dir), skip_flags, force_flags, cell_timeout) for p in paths}
-        for p, fut in futs.items():
-            try:
-                results[p], secs = fut.result()
-                print(f'  executed {p.name} in {secs:.1f}s', flush=True)
-            except NotebookFailed as e: failures.append(str(e))
-            except Exception as e: failures.append(f'{p.name}: {type(e).__name__}: {e}\n{traceback.format_exc()}')
-    if failures:
-        sys.stderr.write('\n'.join(['', 'Notebook execution failed (the website build stops here):', *failures, '']))
-        sys.exit(1)
-    return results
+def write_if_changed(path, write):
+    "Write via `write(tmp)` and replace `path` only if the bytes differ, so Sphinx re-reads only what changed."
+    tmp = path.with_name(path.name + '.new')
+    write(tmp)
+    if path.exists() and path.read_bytes() == tmp.read_bytes(): tmp.unlink()
+    else: tmp.replace(path)
+
+def stage(nbs, src):
+    from nbdev.config import get_config
+    cfg = get_config()
+    flags = cfg.tst_flags.split() if isinstance(cfg.tst_flags, str) else list(cfg.tst_flags or [])
+    src.mkdir(parents=True, exist_ok=True)
+    digest, paths, pages = sources_hash(), chapters(nbs), []
+    for p in paths:
+        nb = stage_notebook(p, flags, digest)
+        module = next((c.source.split()[-1] for c in read_nb(p).cells if 'default_exp' in c.directives), None)
+        title = next((c.source[2:].split('\n')[0] for c in nb.cells if c.cell_type == 'markdown' and c.source.startswith('# ')), p.stem)
+        if p.name != 'index.ipynb' and module: pages.append((p.stem, module, title))
+        if p.name == 'index.ipynb':
+            toc = '\n'.join(q.stem for q in paths if q.name != 'index.ipynb')
+            nb.cells.append(mk_cell(f'```{{toctree}}\n:hidden:\n:maxdepth: 1\n\n{toc}\napi\n```', 'markdown'))
+            nb.cells[-1].id = 'staged-toc'
+        write_if_changed(src/p.name, lambda t: write_nb(nb, t))
+    for stale in set(src.glob('*.ipynb')) - {src/p.name for p in paths}: stale.unlink()
+    write_if_changed(src/'api.md', lambda t: t.write_text(api_page(pages)))
+    (src/'_site.json').write_text(json.dumps({'nbs': str(Path(nbs).resolve()), 'pages': [
+        {'docname': p.stem, 'notebook': p.name} for p in paths] + [{'docname': 'api', 'notebook': None}]}, indent=1))
+
+def build(nbs, out, jobs):
+    "Stage and render; returns seconds."
+    t0 = time.time()
+    stage(nbs, out/'src')
+    env = {**os.environ, 'IN_TEST': '1', 'PATH': f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}'}
+    cmd = [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-q', '-j', str(jobs), '-b', 'html', '-c', str(DOCS),
+           '-D', f'nb_execution_cache_path={out/"jupyter_cache"}',
+           '-d', str(out/'doctrees'), str(out/'src'), str(out/'html')]
+    if subprocess.run(cmd, env=env).returncode: sys.exit('sphinx-build failed (warnings count as errors, see above)')
+    return time.time() - t0
+
+def time_prose_edit(out, jobs, limit=20.0, max_ratio=0.25):
+    "Rebuild with one Markdown cell added to a copy of nbs/; compare with the last full build; restore the site."
+    timing = json.loads((out/'timing.json').read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(ROOT/'nbs', tmp, dirs_exist_ok=True)
+        first = chapters(tmp)[1]
+        nb = read_nb(first); nb.cells.append(mk_cell('A sentence added to time a prose-only rebuild.', 'markdown'))
+        nb.cells[-1].id = 'prose-edit'
+        write_nb(nb, first)
+        secs = build(tmp, out, jobs)
+    build(ROOT/'nbs', out, jobs)  # back to the site of nbs/
+    cold = timing['executed'].startswith('cold')
+    print(f'prose-only edit rebuilt in {secs:.1f}s; the last build of the site took {timing["seconds"]:.1f}s '
+          f'({timing["executed"]}); ratio {secs / timing["seconds"]:.3f}')
+    if cold and secs > max_ratio * timing['seconds']:
+        sys.exit(f'a prose-only edit took {secs / timing["seconds"]:.2f} of a cold build (limit {max_ratio}): is the execution cache used?')
+    if not cold and secs > limit: sys.exit(f'a prose-only edit took {secs:.1f}s to rebuild (limit {limit:.0f}s)')
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--nbs', default=str(ROOT/'nbs'), help='folder of notebooks (default: nbs/)')
-    ap.add_argument('--out', default=str(DOCS/'_build'), help='build folder (html goes to OUT/html)')
-    ap.add_argument('--workers', type=int, default=2, help='notebooks executed at once')
-    ap.add_argument('--flags', default='', help='space-separated tst_flags to run anyway (e.g. "slow")')
+    ap.add_argument('--out', default=str(BUILD), help='build folder (html goes to OUT/html)')
+    ap.add_argument('--jobs', type=int, default=2, help='Sphinx processes (notebooks executed at once)')
+    ap.add_argument('--time-prose-edit', action='store_true', help='time a prose-only rebuild against the last build')
     args = ap.parse_args()
-    from nbdev.config import get_config
-    from myst import to_myst, write_source_pages, site_info
-    cfg = get_config()
-    skip_flags = cfg.tst_flags.split() if isinstance(cfg.tst_flags, str) else list(cfg.tst_flags or [])
     out = Path(args.out).resolve()
-    exec_dir, src_dir, html_dir = out/'exec', out/'src', out/'html'
-    for d in (exec_dir, src_dir): shutil.rmtree(d, ignore_errors=True); d.mkdir(parents=True)
-    paths = notebooks(args.nbs)
-    if not any(p.name == 'index.ipynb' for p in paths): sys.exit(f'{args.nbs}/index.ipynb (the home page) is missing')
-    t0 = time.time()
-    print(f'Executing {len(paths)} notebooks with {args.workers} workers', flush=True)
-    processed = run_notebooks(paths, exec_dir, args.workers, skip_flags, args.flags.split(), cfg.cell_timeout or None)
-    t1 = time.time()
-    pages = to_myst(processed, src_dir, cfg)
-    write_source_pages(src_dir/'_extra', cfg)
-    (src_dir/'_site.json').write_text(json.dumps(site_info(pages, cfg, Path(args.nbs).resolve()), indent=1))
-    shutil.rmtree(html_dir, ignore_errors=True)
-    shutil.rmtree(out/'screenshots', ignore_errors=True)  # tests/test_site.py takes them of this build
-    cmd = [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-q', '-b', 'html', '-c', str(DOCS), str(src_dir), str(html_dir)]
-    if subprocess.run(cmd).returncode: sys.exit('sphinx-build failed (warnings count as errors): see the messages above')
-    print(f'Built {len(pages)} pages into {html_dir} (notebooks {t1-t0:.1f}s, sphinx {time.time()-t1:.1f}s)')
+    if args.time_prose_edit: return time_prose_edit(out, args.jobs)
+    cold = not (out/'jupyter_cache').exists()
+    secs = build(args.nbs, out, args.jobs)
+    (out/'timing.json').write_text(json.dumps({'seconds': secs, 'executed': 'cold: every notebook executed' if cold else 'with the cache'}))
+    print(f'Built the site into {out/"html"} in {secs:.1f}s ({"cold" if cold else "with the execution cache"})')
 
 if __name__ == '__main__': main()

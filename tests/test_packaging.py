@@ -167,7 +167,7 @@ def test_chi_square_pvalue_matches_scipy():
         counts = torch.distributions.Multinomial(500, probs=probs).sample().double()
         expected = (counts.sum() * probs).numpy()
         want = stats.chisquare(counts.numpy(), expected).pvalue
-        assert abs(gumbel_tut.chi_square_pvalue(counts, probs) - want) <= 1e-9 * max(want, 1e-300) + 1e-12, k
+        assert abs(gumbel_tut.chi_square_pvalue(counts, probs) - want) <= 1e-6 * want + 1e-12, k  # vs alpha ~1e-3: ample
 
 # ---------------------------------------------------------------- the notebooks as nbdev reads them
 NOTEBOOKS = sorted((ROOT/'nbs').glob('*.ipynb'))

@@ -4,8 +4,10 @@ by Playwright, over http://127.0.0.1, with every request to another host refused
 For every page: math is typeset by the local MathJax, no raw TeX, no `#|` directives, no content of hidden
 cells, every image loads, every internal link (and its #anchor) resolves, no request leaves 127.0.0.1.
 Search finds `gumbel_max`. A full-page screenshot of each page goes to docs/_build/screenshots/.
-`make test` builds the site first (that build is where every notebook is executed)."""
-import functools, http.server, json, re, threading, urllib.error, urllib.request
+Without a browser: every public name has an entry (an anchor and an `objects.inv` line) and a row on the API page,
+ids are unique, there is one search box. `make test` builds the site first (where every notebook is executed); a
+plain `pytest` without a built site skips these tests, saying so. The Markdown lint needs no site."""
+import collections, functools, http.server, importlib, json, re, threading, urllib.error, urllib.request
 from pathlib import Path
 from urllib.parse import urldefrag, urlsplit, unquote
 import nbformat, pytest
@@ -18,6 +20,7 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-
                  '--disable-component-update', '--disable-sync']
 SITE_INFO = ROOT/'docs'/'_build'/'src'/'_site.json'
 MISSING = 'run `make docs` first: docs/_build/html is missing'
+needs_site = pytest.mark.skipif(not (SITE/'index.html').exists(), reason='no website built (docs/_build/html): `make docs` builds it')
 
 def site_pages():
     "Every HTML page Sphinx wrote at the top of the site (chapters, home, search, index)."
@@ -89,8 +92,9 @@ def hidden_snippets(nb_name):
 
 def page_notebooks():
     info = json.loads(SITE_INFO.read_text()) if SITE_INFO.exists() else {'pages': []}
-    return {p['docname'] + '.html': p['notebook'] for p in info['pages']}
+    return {p['docname'] + '.html': p['notebook'] for p in info['pages'] if p['notebook']}
 
+@needs_site
 def test_every_notebook_has_a_page_in_chapter_order(base_url):
     "Every nbs/*.ipynb is a page, reachable from the home page's navigation in file-name order."
     nbs_dir = Path(json.loads(SITE_INFO.read_text())['nbs'])
@@ -105,6 +109,7 @@ def test_every_notebook_has_a_page_in_chapter_order(base_url):
     assert list(dict.fromkeys(order))[:len(chapters)] == chapters
     assert nbs_dir == ROOT/'nbs', f'the site was built from {nbs_dir}, not nbs/'
 
+@needs_site
 @pytest.mark.parametrize('name', site_pages())
 def test_page(page, base_url, name):
     assert name != MISSING, MISSING
@@ -151,11 +156,73 @@ def test_page(page, base_url, name):
     problems += [f'JavaScript error: {e}' for e in page.console_errors]
     assert not problems, f'{name}:\n  ' + '\n  '.join(problems)
 
+@needs_site
 def test_search_finds_gumbel_max(page, base_url):
     load(page, base_url + 'search.html?q=gumbel_max')
     page.wait_for_selector('#search-results ul.search li', timeout=30000)
     results = page.evaluate('() => [...document.querySelectorAll("#search-results ul.search li a")].map(a => a.getAttribute("href"))')
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS/'search-gumbel_max.png'), full_page=True)
-    assert any(r.startswith('gumbel.html') for r in results), results
+    assert any(r.startswith('00_gumbel.html') for r in results), results
     assert not page.foreign_requests, page.foreign_requests
+
+# ---------------------------------------------------------------- without a browser
+def public_names():
+    "(module, name) of every public name of gumbel_tut, by chapter."
+    import gumbel_tut
+    mods = [importlib.import_module(f'gumbel_tut.{m}') for m in ('gumbel', 'relax', 'estimators', 'data', 'vae', 'fast')]
+    names = [(m.__name__, n) for m in mods for n in m.__all__]
+    assert sorted(n for _, n in names) == sorted(gumbel_tut.__all__)
+    return names
+
+@needs_site
+def test_objects_inv_has_every_public_name():
+    "Other Sphinx projects can link to every public name (intersphinx), at an anchor that exists."
+    from sphinx.util.inventory import InventoryFile
+    with open(SITE/'objects.inv', 'rb') as f: inv = InventoryFile.load(f, '', lambda base, uri: uri)
+    objects = {name: item.uri for domain, entries in inv.items() if domain.startswith('py:') for name, item in entries.items()}
+    missing = [f'{m}.{n}' for m, n in public_names() if f'{m}.{n}' not in objects]
+    assert not missing, f'no objects.inv entry for: {missing}'
+    for m, n in public_names():
+        page, _, anchor = objects[f'{m}.{n}'].partition('#')
+        assert f'id="{anchor}"' in (SITE/page).read_text(), objects[f'{m}.{n}']
+
+@needs_site
+def test_api_page_lists_every_public_name_by_chapter():
+    html = (SITE/'api.html').read_text()
+    for m, n in public_names(): assert f'{m}.{n}' in html or f'#{m}.{n}"' in html, f'{m}.{n} is not on the API page'
+    chapters = re.findall(r'<h2>Chapter \d: <code[^>]*><span class="pre">gumbel_tut\.', html)
+    assert len(chapters) == 6, 'one section per chapter'
+
+@needs_site
+@pytest.mark.parametrize('name', [p for p in site_pages() if p != MISSING])
+def test_ids_unique_and_one_search_box(name):
+    html = (SITE/name).read_text()
+    dup = [i for i, k in collections.Counter(re.findall(r'\sid="([^"]+)"', html)).items() if k > 1]
+    assert not dup, f'{name}: ids used twice: {dup}'
+    boxes, buttons = len(re.findall(r'<input[^>]*type="search"', html)), html.count('search-button__button')
+    assert (boxes, buttons) == (1, 1) or name == 'search.html', f'{name}: {boxes} search boxes, {buttons} search buttons'
+
+# Markdown the notebooks may use: what Jupyter and MyST both read as it is, with nothing translated in between
+QUARTO_ONLY = {
+    r'^\s*:::': 'a fenced div (Quarto callout / div): use plain Markdown or a heading',
+    r'\]\([^)]*\)\{[^}]*\}': 'pandoc attributes on a link or image: `[text](url){...}`',
+    r'\]\{[^}]*\}': 'a pandoc span `[text]{.class}`',
+    r'^\s*#\|': 'a cell option in a Markdown cell',
+    r'\{\{<': 'a Quarto shortcode',
+    r'^```\{=\w+\}': 'a raw pandoc block',
+    r'^---\s*$\n(?:.*\n)*?\w+:': 'YAML front matter (nbdev reads the title from the first `# ` heading)',
+}
+
+@pytest.mark.parametrize('nb_path', sorted((ROOT/'nbs').glob('*.ipynb')), ids=lambda p: p.name)
+def test_markdown_is_what_myst_reads(nb_path):
+    "Markdown cells (and text written in Markdown outputs' source) use no Quarto/pandoc-only syntax."
+    problems = []
+    for i, cell in enumerate(nbformat.read(nb_path, as_version=4).cells):
+        if cell.cell_type != 'markdown': continue
+        text = re.sub(r'(?ms)^(```|~~~).*?^\1', '', cell.source)  # code blocks may show anything
+        text = re.sub(r'`[^`\n]+`', '', text)
+        for pattern, why in QUARTO_ONLY.items():
+            if m := re.search(pattern, text, re.M): problems.append(f'cell {i}: {why}: {m.group(0)!r}')
+        if cell.source.count('$$') % 2: problems.append(f'cell {i}: unbalanced $$')
+    assert not problems, f'{nb_path.name}:\n  ' + '\n  '.join(problems)
