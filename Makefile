@@ -68,10 +68,12 @@ bench-gpu: setup
 	$(BIN)/gumbel-tut-bench --device cuda --backend fast --shapes 65536x4096,8192x32000 --json bench-gpu-fast.json
 
 ## results: chapter 4's estimator comparison into nbs/results/vae_<data>.json (long: `nohup make results > results.log 2>&1 &`;
-##          RESULTS_DATA=digits for one data set; an interrupted call continues where it stopped)
+##          RESULTS_DATA=digits for one data set, RESULTS_ARGS='--jobs 1' for one run at a time; an interrupted call
+##          continues where it stopped)
 RESULTS_DATA ?= digits fashion-mnist
+RESULTS_ARGS ?= --jobs 2
 results: setup
-	for d in $(RESULTS_DATA); do nice $(BIN)/python scripts/vae_results.py --data $$d || exit 1; done
+	for d in $(RESULTS_DATA); do nice $(BIN)/python scripts/vae_results.py --data $$d $(RESULTS_ARGS) || exit 1; done
 
 ## lab: JupyterLab on nbs/ for reading along
 lab: setup

@@ -32,7 +32,7 @@ __all__ = ['KL_MODES', 'RELAXED_KL_ESTIMATORS', 'CHECKPOINT', 'METRICS_CSV', 'ME
            'parse_latent', 'parse_hidden', 'CategoricalVAE', 'bernoulli_nll', 'categorical_kl', 'NonFiniteLossError',
            'vae_loss', 'evaluate_hard', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'VAEConfig',
            'CancelFitException', 'Callback', 'Learner', 'StepBudgetCB', 'EarlyStoppingCB', 'TimeBudgetCB',
-           'CheckpointCB', 'MetricsFilesCB', 'ProgressCB', 'default_callbacks', 'OutputFolderError', 'VAERun',
+           'OutputFolderError', 'CheckpointCB', 'MetricsFilesCB', 'ProgressCB', 'default_callbacks', 'VAERun',
            'train_vae', 'load_vae', 'plot_history', 'reconstruct', 'sample_prior', 'latent_traversal', 'vae_parser',
            'vae_cli']
 
@@ -125,7 +125,11 @@ class NonFiniteLossError(FloatingPointError):
 
 def _first_nonfinite(named) -> str|None:
     "The name of the first tensor in `named` (pairs of name and tensor; None skipped) with a NaN or infinite entry, else None."
-    return next((name for name, t in named if t is not None and not bool(torch.isfinite(t).all())), None)
+    named = [(name, t.detach()) for name, t in named if t is not None]
+    if not named: return None
+    # one float64 sum per tensor and a single sync: NaN and inf survive a sum, and float64 does not overflow
+    if torch.stack([t.sum(dtype=torch.float64) for _, t in named]).isfinite().all(): return None
+    return next(name for name, t in named if not bool(torch.isfinite(t).all()))
 
 def _encode_finite(model, x:Tensor) -> Tensor:
     "`model.encode(x)`, or a `NonFiniteLossError` if the posterior logits hold a NaN or inf (huge or NaN weights)."
@@ -455,10 +459,12 @@ def train_epoch(self:Learner):
         self.step += 1
         for k in self.sums: self.sums[k] += terms[k].sum().item()
         self('after_step')
+    if bad := _first_nonfinite(self.model.named_parameters()):  # before validation and the checkpoint
+        raise NonFiniteLossError(f"non-finite parameter {bad}")
 
 @patch
 def train_step(self:Learner, xb:Tensor) -> dict:
-    "One optimizer step; a `NonFiniteLossError` names the first non-finite loss, gradient or parameter (before anything is saved)."
+    "One optimizer step; a `NonFiniteLossError` names a non-finite loss or gradient, raised before the step."
     terms = vae_loss(self.model, xb, self.est, self.tau, kl=self.config.kl, prior_tau=self.config.prior_tau, generator=self.noise)
     loss = terms['loss'].mean()
     if not torch.isfinite(loss): raise NonFiniteLossError(f"non-finite loss ({loss.item()})")
@@ -466,9 +472,7 @@ def train_step(self:Learner, xb:Tensor) -> dict:
     loss.backward()
     if bad := _first_nonfinite((n, p.grad) for n, p in self.model.named_parameters()):
         raise NonFiniteLossError(f"non-finite gradient of {bad}")  # raised before the step: the weights stay finite
-    self.opt.step()
-    if bad := _first_nonfinite(self.model.named_parameters()):
-        raise NonFiniteLossError(f"non-finite parameter {bad} after the optimizer step")
+    self.opt.step()  # finite gradients keep Adam's steps finite (each is at most about lr); each epoch checks the weights too
     return terms
 
 @patch
@@ -525,8 +529,8 @@ def load_state_dict(self:Learner, ck:dict, # a `state_dict()`, e.g. from `load_c
         self.est.load_state_dict(ck['estimator_state'])
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
         raise CheckpointError(f"{source}: does not fit this model and optimizer: {str(e).splitlines()[0][:300]}") from None
-    for k in ('epoch', 'step', 'elapsed', 'best_valid', 'best_epoch', 'best_state', 'history'): setattr(self, k, ck[k])
-    self.sums = dict(ck['sums'])
+    for k in ('epoch', 'step', 'elapsed', 'best_valid', 'best_epoch'): setattr(self, k, ck[k])
+    self.best_state, self.history, self.sums = dict(ck['best_state']), [dict(r) for r in ck['history']], dict(ck['sums'])
     return self
 
 # %% ../nbs/04_vae.ipynb #803b0bc2
@@ -566,6 +570,45 @@ class TimeBudgetCB(Callback):
         self.row_seconds = self.row_seconds[-24:] + [learn.valid_seconds / (len(learn.splits.valid) * learn.config.valid_samples)]
 
 def _median(xs): return sorted(xs)[len(xs) // 2] if xs else 0.
+
+# %% ../nbs/04_vae.ipynb #b1d46f1d
+class OutputFolderError(OSError):
+    "The `out` folder cannot be used: not writable, or in use by another training run."
+
+CHECKPOINT, METRICS_CSV, METRICS_JSON, LOCK = 'checkpoint.pt', 'metrics.csv', 'metrics.json', '.lock'
+def _lock_folder(out:Path):
+    "An open `out/.lock` holding an exclusive `flock` (the kernel drops it when the process dies, even by SIGKILL)."
+    f = open(out / LOCK, 'a')
+    try: import fcntl
+    except ImportError: return f  # no flock (Windows): no lock
+    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise OutputFolderError(f"{out} is in use by another training run (it holds the lock {out / LOCK}); "
+                                f"wait for that run to finish, or choose another out folder") from None
+    return f
+
+@contextmanager
+def _run_folder(out:Path|None, resume:bool, overwrite:bool):
+    "Create `out`, check it is writable, lock it for this run and check the resume / overwrite choice; yields the checkpoint path."
+    if out is None:
+        if resume: raise ValueError("resume=True needs out: the folder that holds checkpoint.pt")
+        yield None; return
+    if out.exists() and not out.is_dir(): raise ValueError(f"out must be a folder, got the file {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = _temp_beside(out / CHECKPOINT); os.close(fd); probe.unlink()
+        lock = _lock_folder(out)
+    except OutputFolderError: raise
+    except OSError as e:
+        raise OutputFolderError(f"out folder {out} is not writable ({e.strerror or e}); choose another out folder") from None
+    try:
+        ck_path = out / CHECKPOINT
+        if not resume and not overwrite and ck_path.exists():
+            raise FileExistsError(f"{ck_path} exists: pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
+                                  f"to start again, or choose another out folder")
+        yield ck_path
+    finally: lock.close()
 
 # %% ../nbs/04_vae.ipynb #9e481a9c
 class CheckpointCB(Callback):
@@ -609,45 +652,6 @@ def default_callbacks(config:VAEConfig, # the run's settings: its budgets
            TimeBudgetCB(config.max_seconds, started) if config.max_seconds else None,
            *((CheckpointCB(out), MetricsFilesCB(out)) if out is not None else ()), ProgressCB() if progress else None]
     return [cb for cb in cbs if cb is not None]
-
-# %% ../nbs/04_vae.ipynb #b1d46f1d
-class OutputFolderError(OSError):
-    "The `out` folder cannot be used: not writable, or in use by another training run."
-
-CHECKPOINT, METRICS_CSV, METRICS_JSON, LOCK = 'checkpoint.pt', 'metrics.csv', 'metrics.json', '.lock'
-def _lock_folder(out:Path):
-    "An open `out/.lock` holding an exclusive `flock` (the kernel drops it when the process dies, even by SIGKILL)."
-    f = open(out / LOCK, 'a')
-    try: import fcntl
-    except ImportError: return f  # no flock (Windows): no lock
-    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise OutputFolderError(f"{out} is in use by another training run (it holds the lock {out / LOCK}); "
-                                f"wait for that run to finish, or choose another out folder") from None
-    return f
-
-@contextmanager
-def _run_folder(out:Path|None, resume:bool, overwrite:bool):
-    "Create `out`, check it is writable, lock it for this run and check the resume / overwrite choice; yields the checkpoint path."
-    if out is None:
-        if resume: raise ValueError("resume=True needs out: the folder that holds checkpoint.pt")
-        yield None; return
-    if out.exists() and not out.is_dir(): raise ValueError(f"out must be a folder, got the file {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = _temp_beside(out / CHECKPOINT); os.close(fd); probe.unlink()
-        lock = _lock_folder(out)
-    except OutputFolderError: raise
-    except OSError as e:
-        raise OutputFolderError(f"out folder {out} is not writable ({e.strerror or e}); choose another out folder") from None
-    try:
-        ck_path = out / CHECKPOINT
-        if not resume and not overwrite and ck_path.exists():
-            raise FileExistsError(f"{ck_path} exists: pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
-                                  f"to start again, or choose another out folder")
-        yield ck_path
-    finally: lock.close()
 
 # %% ../nbs/04_vae.ipynb #aada41ce
 @dataclass

@@ -6,16 +6,19 @@ its epoch budget), written to nbs/results/vae_<data>.json with the provenance of
 
 Each run trains in its own folder under runs/results/ (checkpoint every epoch), so an interrupted call continues where it
 stopped when called again, and finished runs are not repeated. The JSON file is written only when every run of the data
-set has finished; budgets are in epochs, so the numbers do not depend on the machine's load (only the seconds do)."""
+set has finished; budgets are in epochs, so the numbers do not depend on the machine's load (only the seconds do).
+A run that reaches its epoch budget while its last epoch is still its best is resumed for EXTEND more epochs, until
+its best epoch is not its last: no run is reported while it was still improving."""
 import argparse, datetime, json, os, platform, shlex, sys, time
-from dataclasses import asdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 import gumbel_tut
 from gumbel_tut.data import load_dataset
-from gumbel_tut.vae import CHECKPOINT, METRICS_JSON, VAEConfig, train_vae
+from gumbel_tut.vae import CHECKPOINT, METRICS_JSON, CheckpointError, VAEConfig, load_checkpoint, train_vae
 
 ROOT = Path(__file__).resolve().parent.parent
 ESTIMATORS = ('gs', 'st-gs', 'st', 'reinforce-loo', 'gumbel-rao')
@@ -26,17 +29,41 @@ SETTINGS = {
 }
 
 
+def cpu_model() -> str:
+    "The processor's model name (Linux), else what `platform` knows."
+    try: return next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+
 def results_path(data): return ROOT / 'nbs' / 'results' / f"vae_{data.replace('-', '_')}.json"
 
 
-def run_one(splits, config, out):
-    "Train one run into `out` (resuming an interrupted one, reusing a finished one); return its row."
-    if (out / METRICS_JSON).exists() and (out / CHECKPOINT).exists():
-        m = json.loads((out / METRICS_JSON).read_text())
-        if m['config'] == asdict(config): return m, json.loads((out / 'history.json').read_text())
-    run = train_vae(splits, config=config, out=out, resume=(out / CHECKPOINT).exists(), overwrite=True, progress=False)
+EXTEND = 50
+
+
+def run_one(data, config, out, threads):
+    "Train one run into `out` (resuming an interrupted one, reusing a finished one); return its metrics and history."
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    m = json.loads((out / METRICS_JSON).read_text()) if (out / METRICS_JSON).exists() else None
+    if m and (out / 'history.json').exists() and not config.resume_mismatch(m['config']) and not _still_improving(m):
+        return m, json.loads((out / 'history.json').read_text())
+    splits = load_dataset(data, binarize=config.binarize, split_seed=config.split_seed)
+    try: resume = (out / CHECKPOINT).exists() and not config.resume_mismatch(load_checkpoint(out / CHECKPOINT, keys=('config',))['config'])
+    except CheckpointError: resume = False  # damaged: start again
+    if resume and m: config = replace(config, epochs=max(config.epochs, m['config']['epochs']))
+    while True:
+        run = train_vae(splits, config=config, out=out, resume=resume, overwrite=True, progress=False)
+        if not _still_improving(run.metrics): break
+        config, resume = replace(config, epochs=config.epochs + EXTEND), True
     (out / 'history.json').write_text(json.dumps(run.history))
-    return run.metrics, run.history
+    m = run.metrics
+    print(f"{data} {config.estimator} seed {config.seed}: {m['epochs']} epochs ({m['stopped']}), best {m['best_epoch']}, "
+          f"test -ELBO {m['test_neg_elbo_hard']:.2f}, IW {m['test_nll_iw']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return m, run.history
+
+
+def _still_improving(m): return m['stopped'] == 'epochs' and m['best_epoch'] == m['epochs']
 
 
 def main(argv=None):
@@ -44,30 +71,27 @@ def main(argv=None):
     p.add_argument('--data', choices=sorted(SETTINGS), required=True)
     p.add_argument('--estimators', nargs='+', default=list(ESTIMATORS))
     p.add_argument('--seeds', nargs='+', type=int, help="default: the data set's seeds")
-    p.add_argument('--threads', type=int, default=1, help='torch threads of this process')
+    p.add_argument('--threads', type=int, default=1, help='torch threads of each run')
+    p.add_argument('--jobs', type=int, default=1, help='runs trained at once, in separate processes')
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)  # this script owns its process
     setting = SETTINGS[a.data]
     seeds = a.seeds or setting['seeds']
-    splits = load_dataset(a.data, binarize=setting['config'].get('binarize', 'fixed'))
+    configs = [VAEConfig(**{**setting['config'], 'estimator': est, 'seed': seed}) for seed in seeds for est in a.estimators]
+    outs = [ROOT / 'runs' / 'results' / a.data / f'{c.estimator}-seed{c.seed}' for c in configs]
+    with ProcessPoolExecutor(a.jobs) as pool:
+        done = list(pool.map(run_one, [a.data] * len(configs), configs, outs, [a.threads] * len(configs)))
     rows = []
-    for seed in seeds:
-        for est in a.estimators:
-            config = VAEConfig(**{**setting['config'], 'estimator': est, 'seed': seed})
-            out = ROOT / 'runs' / 'results' / a.data / f'{est}-seed{seed}'
-            t0 = time.perf_counter()
-            m, history = run_one(splits, config, out)
-            print(f"{a.data} {est} seed {seed}: {m['epochs']} epochs ({m['stopped']}), best {m['best_epoch']}, "
-                  f"test -ELBO {m['test_neg_elbo_hard']:.2f}, IW {m['test_nll_iw']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-            rows.append(dict(data=a.data, estimator=est, seed=seed, latent=config.latent, binarize=config.binarize,
-                             steps=m['steps'], best_epoch=m['best_epoch'], epochs=m['epochs'], stopped=m['stopped'],
-                             test_neg_elbo_hard=m['test_neg_elbo_hard'], test_nll_iw=m['test_nll_iw'],
-                             valid_neg_elbo_hard=m['valid_neg_elbo_hard'], train_neg_elbo_hard=m['train_neg_elbo_hard'],
-                             seconds=m['seconds'], valid_curve=[r['valid_neg_elbo_hard'] for r in history],
-                             train_curve=[r['train_loss'] for r in history], config=m['config']))
+    for config, (m, history) in zip(configs, done):
+        rows.append(dict(data=a.data, estimator=config.estimator, seed=config.seed, latent=config.latent, binarize=config.binarize,
+                         steps=m['steps'], best_epoch=m['best_epoch'], epochs=m['epochs'], stopped=m['stopped'],
+                         test_neg_elbo_hard=m['test_neg_elbo_hard'], test_nll_iw=m['test_nll_iw'],
+                         valid_neg_elbo_hard=m['valid_neg_elbo_hard'], train_neg_elbo_hard=m['train_neg_elbo_hard'],
+                         seconds=m['seconds'], valid_curve=[r['valid_neg_elbo_hard'] for r in history],
+                         train_curve=[r['train_loss'] for r in history], config=m['config']))
     provenance = dict(command=' '.join(['python', 'scripts/vae_results.py', *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
                       gumbel_tut=gumbel_tut.__version__, torch=torch.__version__, python=platform.python_version(),
-                      threads=torch.get_num_threads(), machine=platform.machine(), processor=platform.processor() or platform.machine(),
+                      threads=a.threads, jobs=a.jobs, cpu=cpu_model(), os=platform.platform(),
                       date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))
     rows = [{**r, 'provenance': provenance} for r in rows]
     path = results_path(a.data)

@@ -150,6 +150,7 @@ def test_bad_dims(fn, dim):
     (lambda: gumbel_softmax(torch.zeros(2, 3, device='meta')), 'meta'),
     (lambda: gumbel_softmax(torch.zeros(2, 3), tau=10**400), 'tau'),
     (lambda: gumbel_softmax(torch.zeros(2, 3), tau=1e-46), 'usable range'),
+    (lambda: gumbel_softmax(torch.zeros(64, 64).index_fill_(1, torch.tensor([3]), -math.inf), tau=3.5e38), 'usable range'),  # fast-path size
     (lambda: gumbel_max(torch.zeros(3), generator=42), 'generator'),
     (lambda: gumbel_softmax(torch.zeros(3), generator=42), 'generator'),
     (lambda: gumbel_noise(3, dtype=torch.float8_e8m0fnu), 'dtype'),

@@ -116,6 +116,8 @@ def test_cli_in_process(tmp_path, capsys):
     (['--estimator', 'nope'], 'unknown estimator'), (['--epochs', '0'], 'epochs'), (['--hidden', '512,-1'], 'hidden'),
     (['--kl', 'relaxed', '--estimator', 'st'], 'relaxed'), (['--lr', '-1'], 'lr'), (['--data', '/no/such/folder'], 'no/such'),
     (['--binarize', 'maybe'], 'binarize'), (['--kl', 'approx'], 'kl'),
+    (['--seed', str(2**64)], 'seed'), (['--data', 'mnist:'], 'after the colon'),
+    (['--max-seconds', '1e-9'], 'before the first epoch'),
 ])
 def test_cli_bad_args(tmp_path, args, msg):
     with pytest.raises(SystemExit, match=msg):
@@ -201,7 +203,7 @@ def test_relaxed_kl_and_learned_prior(digits):
 
 
 def test_time_budget_and_early_stopping(digits):
-    run = train_vae(digits, epochs=10_000, max_seconds=1.0, patience=None, **SMALL)
+    run = train_vae(digits, epochs=10_000, max_seconds=1.0, min_epochs=1, patience=None, **SMALL)  # one epoch even if setup was slow
     assert run.metrics['stopped'] == 'time' and run.metrics['seconds'] <= 1.0 + 1.0
     run = train_vae(digits, epochs=10_000, patience=1, lr=1e-1, **SMALL)  # a huge step size stops improving at once
     assert run.metrics['stopped'] == 'early' and run.metrics['epochs'] < 10_000
@@ -346,7 +348,9 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, digits, monkeypatch)
 
 
 def test_training_leaves_the_callers_rng_alone(tmp_path, digits):
-    train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    threads = torch.get_num_threads()
+    train_vae(digits, epochs=1, out=tmp_path, **{**SMALL, 'threads': threads + 1})
+    assert torch.get_num_threads() == threads  # the thread count of the call is restored too
     for resume in (False, True):
         torch.manual_seed(1234); before = torch.get_rng_state()
         train_vae(digits, epochs=2, out=tmp_path / str(resume) if not resume else tmp_path, resume=resume, **SMALL)
@@ -379,3 +383,103 @@ def test_small_unclear_errors(tmp_path, digits, kwargs, msg):
 def test_cli_names_seed_and_empty_mnist_folder(tmp_path):
     with pytest.raises(SystemExit, match='seed'): vae_cli(['--seed', str(2**64), '--epochs', '1', '--out', str(tmp_path), '--quiet'])
     with pytest.raises(SystemExit, match='mnist:'): vae_cli(['--data', 'mnist:', '--epochs', '1', '--out', str(tmp_path), '--quiet'])
+
+
+# ---- the configuration, the learner and its callbacks ----
+
+from dataclasses import asdict, fields
+
+from gumbel_tut.vae import (Callback, CancelFitException, Learner, StepBudgetCB, VAEConfig, default_callbacks, vae_parser,
+                            RUN_OPTIONS)
+
+
+def test_cli_is_generated_from_the_config():
+    "Every VAEConfig field is an option with the config's default and its documentation; nothing else but the run options."
+    p = vae_parser()
+    dests = {a.dest for a in p._actions} - {'help', 'version'}
+    assert dests == {f.name for f in fields(VAEConfig)} | set(RUN_OPTIONS)
+    args = vars(p.parse_args([]))
+    assert {k: v for k, v in args.items() if k not in RUN_OPTIONS} == asdict(VAEConfig())
+    text = p.format_help()
+    for f in fields(VAEConfig): assert '--' + f.name.replace('_', '-') in text
+    assert 'early stopping: epochs without a better validation' in ' '.join(text.split())
+    a = p.parse_args(['--max-steps', '40', '--patience', 'none', '--learn-prior', '--prior-tau', '0.5'])
+    assert (a.max_steps, a.patience, a.learn_prior, a.prior_tau) == (40, None, True, 0.5)
+
+
+@pytest.mark.parametrize('field,value', [('latent', '8x1'), ('hidden', '0'), ('batch_size', 0), ('lr', 0.), ('lr', float('nan')),
+                                         ('tau0', -1.), ('anneal_rate', -1e-3), ('anneal_every', 0), ('kl', 'approx'),
+                                         ('patience', 0), ('max_steps', 0), ('max_seconds', -5.), ('valid_samples', True),
+                                         ('binarize', 'maybe'), ('estimator', 'sgd'), ('seed', -1), ('learn_prior', 'yes')])
+def test_config_rejects_bad_values_by_name(field, value):
+    with pytest.raises(ValueError, match=field.split('_')[0] if field != 'estimator' else 'estimator'):
+        VAEConfig(**{field: value})
+
+
+def test_train_vae_rejects_unknown_options(digits):
+    with pytest.raises(TypeError, match='unknown option.*epoch_count'): train_vae(digits, epoch_count=3)
+
+
+def test_resume_allows_new_budgets_only(tmp_path, digits):
+    train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    run = train_vae(digits, epochs=2, patience=5, max_steps=1000, out=tmp_path, resume=True, **{**SMALL, 'iw_samples': 10})
+    assert run.metrics['epochs'] == 2
+    with pytest.raises(ValueError, match=r"other settings.*'lr': \(0.001, 0.002\)"):
+        train_vae(digits, epochs=3, lr=2e-3, out=tmp_path, resume=True, **SMALL)
+
+
+def test_step_budget_stops_inside_an_epoch_and_resumes_exactly(tmp_path, digits):
+    whole = train_vae(digits, epochs=3, **SMALL)
+    part = train_vae(digits, epochs=3, max_steps=30, out=tmp_path, **SMALL)  # 2 epochs of 12 steps, then 6 of the third
+    assert (part.metrics['stopped'], part.metrics['epochs'], part.metrics['steps']) == ('steps', 2, 30)
+    assert load_checkpoint(tmp_path / 'checkpoint.pt')['step'] == 30
+    rest = train_vae(digits, epochs=3, out=tmp_path, resume=True, **SMALL)
+    assert [_strip(r) for r in rest.history] == [_strip(r) for r in whole.history]
+    assert _strip(rest.metrics) == _strip(whole.metrics)
+    with pytest.raises(ValueError, match='max_steps=5 ended training before the first epoch'):
+        train_vae(digits, epochs=3, max_steps=5, **SMALL)
+
+
+def test_a_step_budget_at_an_epoch_end_validates_that_epoch(digits):
+    run = train_vae(digits, epochs=5, max_steps=24, **SMALL)
+    assert (run.metrics['stopped'], run.metrics['epochs'], run.metrics['steps']) == ('steps', 2, 24)
+
+
+def test_library_calls_leave_threads_and_rng_alone(digits):
+    threads = torch.get_num_threads()
+    torch.manual_seed(7); before = torch.get_rng_state()
+    train_vae(digits, epochs=1, **SMALL)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), before)
+
+
+def test_callbacks_see_every_event_in_order(digits):
+    events = []
+    class Record(Callback):
+        order = 99
+        def __getattr__(self, name):
+            if name in ('before_fit', 'before_epoch', 'after_step', 'after_epoch', 'after_fit', 'after_evaluate'):
+                return lambda learn: events.append(name)
+            raise AttributeError(name)
+    class StopAfterOne(Callback):
+        def after_epoch(self, learn): raise CancelFitException('mine')
+    run = train_vae(digits, epochs=3, cbs=[Record(), StopAfterOne()], **SMALL)
+    steps = len(vae.batches(digits.train.x, 100))
+    assert events == ['before_fit', 'before_epoch', *['after_step'] * steps, 'after_fit', 'after_evaluate']
+    assert run.metrics['stopped'] == 'mine' and run.metrics['epochs'] == 1  # a user callback stops training too
+
+
+def test_default_callbacks_follow_the_config(tmp_path):
+    names = lambda cbs: [type(cb).__name__ for cb in cbs]
+    assert names(default_callbacks(VAEConfig(), progress=False)) == ['EarlyStoppingCB']
+    assert names(default_callbacks(VAEConfig(patience=None, max_steps=10, max_seconds=5.), tmp_path, progress=True)) == \
+        ['StepBudgetCB', 'TimeBudgetCB', 'CheckpointCB', 'MetricsFilesCB', 'ProgressCB']
+
+
+def test_cli_sets_threads_of_its_process_only(tmp_path):
+    r = subprocess.run([_script(), '--latent', '4x5', '--hidden', '64,32', '--epochs', '2', '--iw-samples', '10', '--threads', '2',
+                        '--max-steps', '12', '--out', str(tmp_path / 'r'), '--quiet'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / 'r' / 'metrics.json').read_text())
+    assert m['stopped'] == 'steps' and 'threads' not in m['config']
+    r = subprocess.run([_script(), '--epochs', 'many'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "argument --epochs: invalid int value: 'many'" in r.stderr
