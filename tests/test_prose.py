@@ -106,7 +106,8 @@ def test_no_typed_measurements_in_prose():
                      'them to tests/prose_allowlist.txt with their source:\n' + '\n'.join(bad))
 
 # Chapters whose last section is "References" (full titles and links); the home page collects them all.
-CHAPTERS_WITH_REFERENCES = ('00_gumbel.ipynb', '01_relax.ipynb', '02_estimators.ipynb')
+CHAPTERS_WITH_REFERENCES = ('00_gumbel.ipynb', '01_relax.ipynb', '02_estimators.ipynb', '03_data.ipynb', '04_vae.ipynb',
+                            '05_performance.ipynb')
 _ARXIV = re.compile(r'arXiv:(\d{4}\.\d{4,5})')
 
 def _markdown_cells(name:str) -> list[str]:
