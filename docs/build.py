@@ -110,15 +110,18 @@ def stage_notebook(src, flags, digest):
     return nb
 
 def api_page(pages):
-    "Every public name of gumbel_tut, by chapter, linking to its entry."
+    "Every public name of gumbel_tut, by chapter, linking to its entry, with the first line of its docstring."
     out = ['# API reference', '',
            'Every public name of `gumbel_tut`, by chapter: each links to its entry in the chapter that derives and tests it.',
            'All of them are importable from the package itself (`from gumbel_tut import gumbel_max`).']
     for page, module, title in pages:
         mod = importlib.import_module(f'gumbel_tut.{module}')
         out += ['', f'## Chapter {int(page[:2])}: `gumbel_tut.{module}`', '', f'[{title}]({page}.ipynb)', '',
-                '```{autosummary}', ':nosignatures:', '']
-        out += [f'gumbel_tut.{module}.{name}' for name in mod.__all__] + ['```']
+                '| Name | Summary |', '|---|---|']
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            doc = ((inspect.getdoc(obj) or '').split('\n')[0] if callable(obj) else 'constant').replace('|', r'\|')
+            out.append(f'| {{py:obj}}`{name} <gumbel_tut.{module}.{name}>` | {doc} |')
     return '\n'.join(out) + '\n'
 
 def write_if_changed(path, write):

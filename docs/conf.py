@@ -15,7 +15,7 @@ author = 'gumbel_tut developers'
 copyright = 'gumbel_tut developers, Apache-2.0'
 html_title = 'gumbel_tut'
 
-extensions = ['myst_nb', 'sphinx.ext.autosummary', 'sphinx.ext.viewcode']  # autosummary: api.md's tables
+extensions = ['myst_nb', 'sphinx.ext.viewcode']
 myst_enable_extensions = ['dollarmath', 'amsmath']
 myst_dmath_double_inline = True
 myst_heading_anchors = 3
@@ -30,7 +30,6 @@ nb_execution_in_temp = False
 nb_render_markdown_format = 'myst'  # Markdown outputs (IPython.display.Markdown) with math
 nb_merge_streams = True
 
-autosummary_generate = False
 suppress_warnings = ['myst.header']  # chapters use ### under their # title
 
 html_theme = 'sphinx_book_theme'
@@ -44,7 +43,7 @@ html_show_sourcelink = False
 # one search: the article header's button (and its dialog), none in the sidebar or the hidden navbar
 html_sidebars = {'**': ['navbar-logo.html', 'icon-links.html', 'sbt-sidebar-nav.html']}
 html_theme_options = {'repository_url': PYPROJECT['project']['urls']['Repository'], 'use_repository_button': True,
-                      'navbar_persistent': [], 'home_page_in_toc': True, 'show_toc_level': 2, 'navigation_with_keys': False}
+                      'navbar_persistent': [], 'use_download_button': False, 'home_page_in_toc': True, 'show_toc_level': 2, 'navigation_with_keys': False}
 
 def public_names():
     "Short name (as the prose writes it, `gumbel_max` or `GumbelSoftmax.rsample`) -> full dotted name."
