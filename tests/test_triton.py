@@ -103,4 +103,4 @@ def test_half_inputs_and_extreme_tau():
         y = triton_gumbel_softmax(x, 0.01, hard=hard, generator=gen(11))
         assert y.dtype == torch.float16 and y.isfinite().all() and (y.float().sum(-1) - 1).abs().max() < 4e-3
     masked = torch.tensor([[0.0, float('-inf'), 1.0]], device=DEVICE)
-    torch.testing.assert_close(triton_gumbel_softmax(masked, 3.5e38), torch.tensor([[0.5, 0.0, 0.5]], device=DEVICE))
+    torch.testing.assert_close(triton_gumbel_softmax(masked, 3.4e38), torch.tensor([[0.5, 0.0, 0.5]], device=DEVICE))
