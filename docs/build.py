@@ -156,6 +156,8 @@ def build(nbs, out, jobs):
     "Stage and render; returns seconds."
     t0 = time.time()
     stage(nbs, out/'src')
+    from jupyter_cache import get_cache
+    get_cache(out/'jupyter_cache').list_cache_records()  # create the cache's database here: parallel Sphinx processes collide creating it
     env = {**os.environ, 'IN_TEST': '1', 'PATH': f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}'}
     cmd = [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-q', '-j', str(jobs), '-b', 'html', '-c', str(DOCS),
            '-D', f'nb_execution_cache_path={out/"jupyter_cache"}',
