@@ -217,7 +217,7 @@ class GumbelRaoEstimator(Estimator):
         self.k = _check_positive_int(k, 'k')
     def _sample(self, logits, tau, generator): return gumbel_rao(logits, tau, k=self.k, generator=generator)
 
-# %% ../nbs/02_estimators.ipynb #9597563f
+# %% ../nbs/02_estimators.ipynb #77578616
 def _check_positive_float(value, name:str) -> float:
     "Raise a `ValueError` naming `name` unless `value` is a positive finite number."
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
@@ -268,7 +268,7 @@ class RebarEstimator(Estimator):
         self._noise = (z, g, g_cond)  # surrogate() rebuilds z and z~ from this noise, as functions of the logits
         return z
 
-# %% ../nbs/02_estimators.ipynb #def996e9
+# %% ../nbs/02_estimators.ipynb #24e80128
 @patch
 def state_dict(self:RebarEstimator) -> dict:
     "Temperature, scale, network and Adam state (copies), for checkpoints."
@@ -287,11 +287,15 @@ def load_state_dict(self:RebarEstimator, state:dict):
     self._optimizer = self._make_optimizer()
     self._optimizer.load_state_dict(copy.deepcopy(state['optimizer']))
 
-# %% ../nbs/02_estimators.ipynb #f7af6b88
+# %% ../nbs/02_estimators.ipynb #345bd708
 @patch
 def control(self:RebarEstimator, f, soft:Tensor, n_dims:int) -> Tensor:
     "The control variate c(z) = eta * f(softmax(z / lambda)), given the relaxed sample `soft`."
-    return self._eta.to(soft.dtype) * f(soft)
+    out = f(soft)
+    if not isinstance(out, Tensor) or out.shape != soft.shape[:n_dims]:
+        raise ValueError(f"f must return the loss's shape {tuple(soft.shape[:n_dims])} (one value per sample and example), "
+                         f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+    return self._eta.to(soft.dtype) * out
 
 @patch
 def gradient(self:RebarEstimator,
@@ -312,14 +316,12 @@ def gradient(self:RebarEstimator,
         soft = _relaxed(theta + g, self._log_tau)                                        # sigma(z)
         soft_cond = _relaxed(_perturbed_given_argmax(theta, z.argmax(-1, keepdim=True), g_cond, -1), self._log_tau)
         c, c_cond = self.control(f, soft, loss.dim()), self.control(f, soft_cond, loss.dim())
-        if c.shape != loss.shape:
-            raise ValueError(f"f must return the loss's shape {tuple(loss.shape)} (one value per sample and example), got {tuple(c.shape)}")
         path, = torch.autograd.grad((c - c_cond).sum(), theta, create_graph=create_graph)  # grad c(z) - grad c(z~)
     score = z.detach().to(theta.dtype) - torch.softmax(theta.detach(), -1)              # grad log p(b), per variable
     weight = loss.detach().to(theta.dtype) - c_cond
     return weight.reshape(*weight.shape, *[1] * (theta.dim() - weight.dim())) * score + path
 
-# %% ../nbs/02_estimators.ipynb #a3bc42dd
+# %% ../nbs/02_estimators.ipynb #b095f803
 @patch
 def surrogate(self:RebarEstimator, loss:Tensor, logits:Tensor, z:Tensor,
               f=None, # required: samples of z's shape -> per-sample loss (the relaxed samples go through it)
@@ -340,7 +342,7 @@ def surrogate(self:RebarEstimator, loss:Tensor, logits:Tensor, z:Tensor,
     term = (g_hat.detach().to(logits.dtype) * (logits - logits.detach())).flatten(loss.dim()).sum(-1)
     return loss + term
 
-# %% ../nbs/02_estimators.ipynb #b2772be1
+# %% ../nbs/02_estimators.ipynb #83b8ea52
 class RelaxEstimator(RebarEstimator):
     "RELAX: REBAR's estimator with a learned control variate c(z) = eta * f(softmax(z / lambda)) + r(softmax(z / lambda)), r a small MLP."
     name = 'relax'
