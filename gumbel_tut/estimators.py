@@ -1,4 +1,4 @@
-"""REINFORCE, straight-through, Gumbel-softmax and Gumbel-Rao behind one calling convention, measured against exact gradients.
+"""REINFORCE, straight-through, Gumbel-softmax, Gumbel-Rao, REBAR and RELAX behind one calling convention, measured against exact gradients.
 
 Docs: https://gumbel-tut.github.io/gumbel_tut/estimators.html.md"""
 
@@ -6,15 +6,16 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/estimators.html.md"""
 
 # %% auto #0
 __all__ = ['ESTIMATORS', 'Estimator', 'ReinforceEstimator', 'StraightThroughEstimator', 'GumbelSoftmaxEstimator',
-           'STGumbelSoftmaxEstimator', 'conditional_gumbel', 'gumbel_rao', 'GumbelRaoEstimator', 'get_estimator',
-           'enumerate_one_hot', 'exact_gradient', 'gradient_samples', 'gradient_stats', 'mean_difference_z',
-           'variance_difference_z']
+           'STGumbelSoftmaxEstimator', 'conditional_gumbel', 'gumbel_rao', 'GumbelRaoEstimator', 'RebarEstimator',
+           'RelaxEstimator', 'get_estimator', 'enumerate_one_hot', 'exact_gradient', 'gradient_samples',
+           'gradient_stats', 'mean_difference_z', 'variance_difference_z']
 
 # %% ../nbs/02_estimators.ipynb #b0f42883
-import functools, math
+import copy, functools, math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 from .gumbel import check_logits, gumbel_noise, gumbel_max, _compute_dtype
 from .relax import gumbel_softmax, check_tau, straight_through, _tau_against
 
@@ -55,26 +56,39 @@ class Estimator:
                   loss:Tensor, # per-sample loss f(z), shape `(n_samples, *batch)`
                   logits:Tensor, # the logits that were passed to `sample`
                   z:Tensor, # what `sample` returned
+                  f=None, # the loss as a function of samples of z's shape; needed by 'rebar' and 'relax', ignored by others
                  ) -> Tensor: # same value as `loss`; its gradient w.r.t. `logits` is the estimator's
         "Loss to differentiate: `loss` itself for pathwise estimators."
         return loss
 
     _state:tuple = ()  # attributes that change during training; a checkpoint saves them
     def state_dict(self) -> dict:
-        "The estimator's training state (empty unless it keeps a running baseline), for checkpoints."
+        "The estimator's training state (a running baseline, tuned parameters; empty for most), for checkpoints."
         return {k: getattr(self, k) for k in self._state}
 
     def load_state_dict(self, state:dict):
         "Restore what `state_dict` returned, so a resumed run continues exactly."
-        if set(state) != set(self._state):
-            raise ValueError(f"state must have the keys {sorted(self._state)} of {type(self).__name__}, got {sorted(state)}")
+        self._check_state_keys(state)
         for k, v in state.items(): setattr(self, k, v)
+
+    def _check_state_keys(self, state):
+        if not isinstance(state, dict) or set(state) != set(self._state):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"state must have the keys {sorted(self._state)} of {type(self).__name__}, got {got}")
 
     def __repr__(self):
         attrs = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
         return f"{type(self).__name__}({attrs})"
 
 # %% ../nbs/02_estimators.ipynb #f5b2dbc7
+def _log_prob_per_loss(loss:Tensor, logits:Tensor, z:Tensor) -> Tensor:
+    "log p(z) of one-hot samples `z`, summed over the variables that share one entry of `loss` (shape checked)."
+    log_p = torch.log_softmax(logits, -1).expand_as(z).gather(-1, z.argmax(-1, keepdim=True)).squeeze(-1)
+    if loss.shape != log_p.shape[:loss.dim()] or loss.dim() == 0:
+        raise ValueError(f"loss must have shape (n_samples, *batch) with batch a prefix of logits.shape[:-1]; "
+                         f"got loss of shape {tuple(loss.shape)} for samples z of shape {tuple(z.shape)}")
+    return log_p.flatten(loss.dim()).sum(-1) if log_p.dim() > loss.dim() else log_p  # sum over variables
+
 class ReinforceEstimator(Estimator):
     "Score-function estimator: gradient (f(z) - b) * grad log p(z), baseline `None`, `'ma'` (moving average) or `'loo'` (leave-one-out)."
     score_function = True
@@ -99,13 +113,9 @@ class ReinforceEstimator(Estimator):
         index = gumbel_max(logits.detach(), generator=generator)
         return F.one_hot(index, logits.shape[-1]).to(logits.dtype)
 
-    def surrogate(self, loss:Tensor, logits:Tensor, z:Tensor) -> Tensor:
-        "`loss` plus a zero-valued term whose gradient w.r.t. `logits` is (f - b) * grad log p(z)."
-        log_p = torch.log_softmax(logits, -1).expand_as(z).gather(-1, z.argmax(-1, keepdim=True)).squeeze(-1)
-        if loss.shape != log_p.shape[:loss.dim()] or loss.dim() == 0:
-            raise ValueError(f"loss must have shape (n_samples, *batch) with batch a prefix of logits.shape[:-1]; "
-                             f"got loss of shape {tuple(loss.shape)} for samples z of shape {tuple(z.shape)}")
-        log_p = log_p.flatten(loss.dim()).sum(-1) if log_p.dim() > loss.dim() else log_p  # sum over variables
+    def surrogate(self, loss:Tensor, logits:Tensor, z:Tensor, f=None) -> Tensor:
+        "`loss` plus a zero-valued term whose gradient w.r.t. `logits` is (f - b) * grad log p(z); `f` is not needed."
+        log_p = _log_prob_per_loss(loss, logits, z)
         f = loss.detach()
         if self.baseline == 'loo':
             b = (f.sum(0, keepdim=True) - f) / (f.shape[0] - 1)
@@ -151,6 +161,13 @@ def _check_index(logits:Tensor, index:Tensor, dim:int) -> Tensor:
         raise ValueError("index selects a masked (-inf) category, an event of probability zero to condition on")
     return index
 
+def _perturbed_given_argmax(theta:Tensor, chosen:Tensor, g:Tensor, dim:int) -> Tensor:
+    "`theta + G` given `argmax == chosen` (size 1 at `dim`) from Gumbel(0, 1) noise `g` of theta's shape; differentiable in `theta`."
+    finite = theta.isfinite()
+    top = theta.logsumexp(dim, keepdim=True) + g.gather(dim, chosen)            # the max: log Z - log E_i
+    others = -torch.logaddexp(-g - torch.where(finite, theta, 0.0), -top)       # -log(E_j e^{-theta_j} + E_i / Z)
+    return torch.where(finite, others.scatter(dim, chosen, top), -math.inf)     # masked: -inf, and no NaN in the gradient
+
 def conditional_gumbel(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a category
                        index:Tensor, # int64 argmax to condition on, `logits.shape` without `dim`
                        *,
@@ -166,9 +183,7 @@ def conditional_gumbel(logits:Tensor, # unnormalized log-probabilities; `-inf` m
     theta = logits.detach().to(dtype)
     g = gumbel_noise((k, *theta.shape), generator=generator, dtype=dtype, device=theta.device)  # G = -log E
     chosen = index.unsqueeze(dim).expand(k, *index.unsqueeze(dim).shape)
-    top = theta.logsumexp(dim, keepdim=True) + g.gather(dim + 1, chosen)  # the max: log Z - log E_i
-    others = -torch.logaddexp(-g - theta, -top)                           # -log(E_j e^{-theta_j} + E_i / Z)
-    return others.scatter(dim + 1, chosen, top)
+    return _perturbed_given_argmax(theta.expand(g.shape), chosen, g, dim + 1)
 
 # %% ../nbs/02_estimators.ipynb #8ad3839e
 def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a category
@@ -202,6 +217,166 @@ class GumbelRaoEstimator(Estimator):
         self.k = _check_positive_int(k, 'k')
     def _sample(self, logits, tau, generator): return gumbel_rao(logits, tau, k=self.k, generator=generator)
 
+# %% ../nbs/02_estimators.ipynb #77578616
+def _check_positive_float(value, name:str) -> float:
+    "Raise a `ValueError` naming `name` unless `value` is a positive finite number."
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {name}={value!r}")
+    return float(value)
+
+def _relaxed(x:Tensor, log_tau:Tensor) -> Tensor:
+    "softmax(x / tau) over the last dim; `-inf` entries stay out of the temperature's gradient (no inf * 0)."
+    finite = x.isfinite()
+    scaled = torch.where(finite, x, 0.0) * torch.exp(-log_tau).to(x.dtype)
+    return torch.softmax(torch.where(finite, scaled, -math.inf), -1)
+
+class RebarEstimator(Estimator):
+    "REBAR: REINFORCE with the Gumbel-softmax relaxation, at unconditional and conditional noise, as control variate; unbiased, tuned online."
+    name, score_function = 'rebar', True
+    _state = ('log_tau', 'eta', 'optimizer')
+    def __init__(self,
+                 n_samples:int=1, # samples per call; each costs 3 evaluations of `f`
+                 tau:float=0.5, # initial temperature lambda of the control variate's relaxation (then tuned)
+                 eta:float=1.0, # initial scale of the control variate (then tuned)
+                 lr:float=1e-2, # Adam learning rate of the variance-minimizing updates
+                 tune:bool=True, # after each `surrogate`, step the parameters down the gradient of the variance
+                ):
+        super().__init__(n_samples)
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
+            raise ValueError(f"eta must be a finite number, got eta={eta!r}")
+        if not isinstance(tune, bool): raise ValueError(f"tune must be True or False, got tune={tune!r}")
+        self.lr, self.tune = _check_positive_float(lr, 'lr'), tune
+        self._log_tau = torch.tensor(math.log(_check_positive_float(tau, 'tau')), requires_grad=True)
+        self._eta, self._net, self._noise = torch.tensor(float(eta), requires_grad=True), [], None
+        self._optimizer = self._make_optimizer()
+
+    def _make_optimizer(self):
+        groups = [{'params': [self._log_tau, self._eta]}] + ([{'params': self._net}] if self._net else [])
+        return torch.optim.Adam(groups, lr=self.lr)
+    def parameters(self) -> list: return [self._log_tau, self._eta, *self._net]
+    @property
+    def tau(self) -> float: return math.exp(self._log_tau.item())  # the current temperature lambda
+    @property
+    def eta(self) -> float: return self._eta.item()  # the current scale
+
+    def _sample(self, logits, tau, generator):  # `tau` is validated but unused: REBAR keeps its own temperature
+        theta = logits.detach().to(_compute_dtype(logits.dtype))
+        g = gumbel_noise(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)  # z = theta + g
+        index = (theta + g).argmax(-1)                                                              # b = H(z)
+        g_cond = gumbel_noise(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)  # for z~ | b
+        z = F.one_hot(index, theta.shape[-1]).to(logits.dtype)
+        self._noise = (z, g, g_cond)  # surrogate() rebuilds z and z~ from this noise, as functions of the logits
+        return z
+
+# %% ../nbs/02_estimators.ipynb #24e80128
+@patch
+def state_dict(self:RebarEstimator) -> dict:
+    "Temperature, scale, network and Adam state (copies), for checkpoints."
+    out = {'log_tau': self._log_tau.detach().clone(), 'eta': self._eta.detach().clone(),
+           'optimizer': copy.deepcopy(self._optimizer.state_dict())}
+    if 'net' in self._state: out['net'] = [p.detach().clone() for p in self._net]
+    return out
+
+@patch
+def load_state_dict(self:RebarEstimator, state:dict):
+    "Restore what `state_dict` returned, so a resumed run continues bit for bit."
+    self._check_state_keys(state)
+    self._log_tau = state['log_tau'].detach().clone().requires_grad_()
+    self._eta = state['eta'].detach().clone().requires_grad_()
+    self._net = [p.detach().clone().requires_grad_() for p in state.get('net', [])]
+    self._optimizer = self._make_optimizer()
+    self._optimizer.load_state_dict(copy.deepcopy(state['optimizer']))
+
+# %% ../nbs/02_estimators.ipynb #345bd708
+@patch
+def control(self:RebarEstimator, f, soft:Tensor, n_dims:int) -> Tensor:
+    "The control variate c(z) = eta * f(softmax(z / lambda)), given the relaxed sample `soft`."
+    out = f(soft)
+    if not isinstance(out, Tensor) or out.shape != soft.shape[:n_dims]:
+        raise ValueError(f"f must return the loss's shape {tuple(soft.shape[:n_dims])} (one value per sample and example), "
+                         f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+    return self._eta.to(soft.dtype) * out
+
+@patch
+def gradient(self:RebarEstimator,
+             f, # samples of z's shape -> per-sample loss; entry [s, i] may depend only on sample s, example i
+             logits:Tensor, # the logits passed to `sample`
+             z:Tensor, # what `sample` returned
+             loss:Tensor, # f(z), shape `(n_samples, *batch)`
+             create_graph:bool=False, # keep the graph, to differentiate the estimate w.r.t. the estimator's parameters
+            ) -> Tensor: # `(n_samples, *logits.shape)`: one estimate of the gradient w.r.t. `logits` per sample
+    "[f(b) - c(z~)] grad log p(b) + grad c(z) - grad c(z~), with z and z~ rebuilt from `sample`'s noise."
+    if self._noise is None or self._noise[0] is not z:
+        raise ValueError(f"z must be the tensor this {type(self).__name__}'s latest sample() returned")
+    _, g, g_cond = self._noise
+    if logits.shape != g.shape[1:]:
+        raise ValueError(f"logits must have the shape {tuple(g.shape[1:])} passed to sample(), got {tuple(logits.shape)}")
+    theta = logits.detach().to(g.dtype).expand(g.shape).clone().requires_grad_()  # a copy per sample: per-sample gradients
+    with torch.enable_grad():
+        soft = _relaxed(theta + g, self._log_tau)                                        # sigma(z)
+        soft_cond = _relaxed(_perturbed_given_argmax(theta, z.argmax(-1, keepdim=True), g_cond, -1), self._log_tau)
+        c, c_cond = self.control(f, soft, loss.dim()), self.control(f, soft_cond, loss.dim())
+        path, = torch.autograd.grad((c - c_cond).sum(), theta, create_graph=create_graph)  # grad c(z) - grad c(z~)
+    score = z.detach().to(theta.dtype) - torch.softmax(theta.detach(), -1)              # grad log p(b), per variable
+    weight = loss.detach().to(theta.dtype) - c_cond
+    return weight.reshape(*weight.shape, *[1] * (theta.dim() - weight.dim())) * score + path
+
+# %% ../nbs/02_estimators.ipynb #b095f803
+@patch
+def surrogate(self:RebarEstimator, loss:Tensor, logits:Tensor, z:Tensor,
+              f=None, # required: samples of z's shape -> per-sample loss (the relaxed samples go through it)
+             ) -> Tensor:
+    "`loss` plus a zero-valued term with the estimator's logit gradient; with `tune`, one Adam step down the gradient of its variance."
+    if not callable(f):
+        raise ValueError(f"{self.name} evaluates the loss at relaxed samples: pass f, a function from samples to the "
+                         f"per-sample loss (e.g. surrogate(loss, logits, z, f=loss_fn)), got f={f!r}")
+    _log_prob_per_loss(loss, logits, z)  # the shape checks of REINFORCE
+    if not torch.is_grad_enabled(): return loss  # evaluation: no gradient wanted, nothing to tune
+    g_hat = self.gradient(f, logits, z, loss, create_graph=self.tune)
+    if self.tune:  # d/dphi E[g^2] = d/dphi Var[g]: the mean is the true gradient for every phi
+        grads = torch.autograd.grad(g_hat.pow(2).flatten(1).sum(1).mean(), self.parameters(), allow_unused=True)
+        grads = [torch.zeros_like(p) if d is None else d for p, d in zip(self.parameters(), grads)]
+        if all(bool(torch.isfinite(d).all()) for d in grads):  # an overflow skips the step instead of poisoning the parameters
+            for p, d in zip(self.parameters(), grads): p.grad = d
+            self._optimizer.step()
+    term = (g_hat.detach().to(logits.dtype) * (logits - logits.detach())).flatten(loss.dim()).sum(-1)
+    return loss + term
+
+# %% ../nbs/02_estimators.ipynb #83b8ea52
+class RelaxEstimator(RebarEstimator):
+    "RELAX: REBAR's estimator with a learned control variate c(z) = eta * f(softmax(z / lambda)) + r(softmax(z / lambda)), r a small MLP."
+    name = 'relax'
+    _state = ('log_tau', 'eta', 'net', 'optimizer')
+    def __init__(self,
+                 n_samples:int=1, # samples per call; each costs 3 evaluations of `f` and 2 of the network
+                 tau:float=0.5, # initial temperature lambda (then tuned)
+                 eta:float=1.0, # initial scale of the relaxed loss in the control variate (then tuned)
+                 lr:float=1e-2, # Adam learning rate of the variance-minimizing updates
+                 tune:bool=True, # step temperature, scale and network down the gradient of the variance
+                 hidden:int=16, # width of the network's tanh hidden layer
+                 seed:int=0, # seed of the network's initial weights (never the global RNG)
+                ):
+        super().__init__(n_samples, tau, eta, lr, tune)
+        self.hidden, self.seed = _check_positive_int(hidden, 'hidden'), _check_positive_int(seed, 'seed', 0)
+
+    def _build(self, n_in:int):
+        "Create the network for `n_in` inputs: random first layer, zero output layer (so RELAX starts as REBAR)."
+        g = torch.Generator().manual_seed(self.seed)
+        self._net = [(torch.randn(n_in, self.hidden, generator=g) / math.sqrt(n_in)).requires_grad_(),
+                     torch.zeros(self.hidden, requires_grad=True), torch.zeros(self.hidden, 1, requires_grad=True),
+                     torch.zeros(1, requires_grad=True)]
+        self._optimizer.add_param_group({'params': self._net})
+
+    def control(self, f, soft:Tensor, n_dims:int) -> Tensor:
+        "eta * f(soft) + r(soft), the network reading each example's relaxed sample, flattened."
+        x = soft.flatten(n_dims)
+        if not self._net: self._build(x.shape[-1])  # the input size is known at the first call
+        w1, b1, w2, b2 = self._net
+        if x.shape[-1] != w1.shape[0]:
+            raise ValueError(f"the network was built for {w1.shape[0]} inputs per example, got samples with {x.shape[-1]}")
+        r = (torch.tanh(x.to(w1.dtype) @ w1 + b1) @ w2 + b2).squeeze(-1)
+        return super().control(f, soft, n_dims) + r.to(soft.dtype)
+
 # %% ../nbs/02_estimators.ipynb #62381782
 ESTIMATORS = {
     'reinforce': functools.partial(ReinforceEstimator, baseline=None),
@@ -211,10 +386,12 @@ ESTIMATORS = {
     'gs': GumbelSoftmaxEstimator,
     'st-gs': STGumbelSoftmaxEstimator,
     'gumbel-rao': GumbelRaoEstimator,
+    'rebar': RebarEstimator,
+    'relax': RelaxEstimator,
 } # estimator name -> constructor
 
 def get_estimator(name:str, # a key of `ESTIMATORS`
-                  **kwargs, # constructor options: n_samples; k for 'gumbel-rao'; decay for 'reinforce-ma'
+                  **kwargs, # constructor options: n_samples; k for 'gumbel-rao'; decay for 'reinforce-ma'; tau, eta, lr, tune for 'rebar' and 'relax'
                  ) -> Estimator:
     "A fresh estimator by name, e.g. `get_estimator('gumbel-rao', k=10)`."
     if name not in ESTIMATORS:
@@ -261,7 +438,7 @@ def gradient_samples(estimator:Estimator, # what to measure
         rep = logits.detach().expand(m, *logits.shape).clone().requires_grad_()
         reps = [p.detach().expand(m, *p.shape).clone().requires_grad_() for p in params]
         z = estimator.sample(rep, tau, generator=generator)
-        loss = estimator.surrogate(f(z, *reps), rep, z)
+        loss = estimator.surrogate(f(z, *reps), rep, z, f=lambda z_: f(z_, *reps))
         grads = torch.autograd.grad(loss.mean(0).sum(), [rep, *reps], allow_unused=True)
         grads = [torch.zeros_like(r) if g is None else g for g, r in zip(grads, [rep, *reps])]
         if i > 0: out.append(torch.cat([g.flatten(1) for g in grads], 1))

@@ -160,7 +160,7 @@ def vae_loss(model:CategoricalVAE, # the VAE
         z = est.sample(log_q, tau, generator=generator)       # [S, B, N, K], S = est.n_samples
         r = rec(z)                                             # [S, B]
         kl_term = categorical_kl(log_q, model.prior_log_probs())
-        return dict(loss=est.surrogate(r, log_q, z).mean(0) + kl_term, rec=r.detach().mean(0), kl=kl_term.detach())
+        return dict(loss=est.surrogate(r, log_q, z, f=rec).mean(0) + kl_term, rec=r.detach().mean(0), kl=kl_term.detach())
     estimator = getattr(estimator, 'name', estimator)
     if estimator not in RELAXED_KL_ESTIMATORS:
         raise ValueError(f"kl='relaxed' needs a reparameterized relaxed sample: estimator must be one of {RELAXED_KL_ESTIMATORS}, got {estimator!r}")
@@ -326,7 +326,7 @@ class VAEConfig:
     data: str = 'digits' # 'digits', 'fashion-mnist', 'mnist:FOLDER', or a folder holding the four IDX files
     binarize: str = 'fixed' # 'fixed' or 'dynamic' binarization of the training images (see `load_dataset`)
     split_seed: int = 0 # seed of the train/validation split
-    estimator: str = 'gs' # gradient estimator: gs, st-gs, st, reinforce, reinforce-ma, reinforce-loo, gumbel-rao
+    estimator: str = 'gs' # gradient estimator: gs, st-gs, st, reinforce, reinforce-ma, reinforce-loo, gumbel-rao, rebar, relax
     latent: str = '8x10' # N x K: N categorical latent variables with K categories each
     hidden: str = '512,256' # encoder hidden widths (the decoder mirrors them)
     learn_prior: bool = False # learn the prior's logits instead of a uniform prior

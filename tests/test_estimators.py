@@ -40,7 +40,7 @@ def test_reinforce_with_decoder_parameters_is_unbiased():
     logits = torch.tensor([[0.3, -0.2, 0.5], [0.0, 1.0, -1.0]], dtype=torch.float64)
     w = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.7, -1.2]], dtype=torch.float64)
     def f(z, w): return (((z * w.unsqueeze(0)).sum((-1, -2)) - 0.5) ** 2)
-    _, exact = exact_gradient(f, logits, (w,))
+    _, exact = exact_gradient(f, logits.nan_to_num(neginf=-1e9), (w,))  # enumeration needs finite logits: p = 0 all the same
     n = 20_000
     g = gradient_samples(get_estimator('reinforce-loo'), f, logits, n=n, params=(w,), generator=gen(11))
     z = (g.mean(0) - exact) / (g.std(0) / math.sqrt(n)).clamp(min=1e-300)
@@ -170,8 +170,9 @@ def test_every_estimator_through_the_convention(name):
     z = est.sample(logits, 0.7, generator=gen(41))
     assert z.shape == (est.n_samples, 5, 3, 4) and z.dtype == logits.dtype
     if est.hard: assert torch.equal(z.detach().sum(-1), torch.ones(est.n_samples, 5, 3))
-    loss = (((z * torch.arange(4.0)).sum(-1) - 1.2) ** 2).sum(-1)  # depends on which category: not constant on vertices
-    out = est.surrogate(loss, logits, z)
+    loss_fn = lambda z: (((z * torch.arange(4.0)).sum(-1) - 1.2) ** 2).sum(-1)  # depends on which category: not constant on vertices
+    loss = loss_fn(z)
+    out = est.surrogate(loss, logits, z, f=loss_fn)  # f: needed by rebar and relax, ignored by the others
     torch.testing.assert_close(out.detach(), loss.detach())
     out.mean().backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
@@ -200,7 +201,8 @@ def test_masked_logits_through_every_estimator():
         est = get_estimator(name)
         z = est.sample(logits, 0.5, generator=gen(42))
         assert (z.detach()[..., 1] == 0).all(), name
-        est.surrogate((z * torch.arange(4.0)).sum(-1), logits, z).sum().backward()
+        loss_fn = lambda z: (z * torch.arange(4.0)).sum(-1)
+        est.surrogate(loss_fn(z), logits, z, f=loss_fn).sum().backward()
         assert torch.isfinite(logits.grad).all(), name
         logits.grad = None
 
@@ -246,3 +248,111 @@ BAD_INPUTS = [
 def test_bad_input_raises_value_error(call, message):
     with pytest.raises(ValueError, match=message.replace('+', r'\+').replace('(', r'\(')):
         call()
+
+# --- REBAR and RELAX ---
+
+def _loss_fn(z): return (((z * torch.arange(4.0, dtype=z.dtype)).sum(-1) - 1.2) ** 2).sum(-1)
+
+def _z_threshold(d, alpha=1e-4):
+    "Per-coordinate |z| threshold for a family-wise false-alarm rate alpha over d standard normal z-scores."
+    return stats.norm.isf(alpha / (2 * d))
+
+@pytest.mark.parametrize('name', ['rebar', 'relax'])
+@pytest.mark.parametrize('tune', [False, True])
+def test_rebar_relax_unbiased_on_the_quadratic(name, tune):
+    "Frozen at the initial parameters, or tuning while sampling (each estimate uses parameters fixed before its noise): unbiased."
+    _, exact = exact_gradient(quadratic, LOGITS)
+    n = 6_000
+    est = get_estimator(name, tune=tune, lr=0.05)
+    g = gradient_samples(est, quadratic, LOGITS, n=n, chunk=500, generator=gen(60))
+    z = (g.mean(0) - exact) / (g.std(0) / math.sqrt(n))
+    assert z.abs().max() < _z_threshold(5), z
+
+def test_rebar_unbiased_with_decoder_parameters_and_masks():
+    "Two variables (one category masked), a decoder with parameters: both gradients unbiased."
+    logits = torch.tensor([[0.3, -0.2, 0.5], [0.0, float('-inf'), -1.0]], dtype=torch.float64)
+    w = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.7, -1.5]], dtype=torch.float64)
+    def f(z, w): return torch.tanh((z * w).sum((-1, -2))) ** 2
+    _, exact = exact_gradient(f, logits.nan_to_num(neginf=-1e9), (w,))  # enumeration needs finite logits: p = 0 all the same
+    n = 6_000
+    g = gradient_samples(get_estimator('rebar', tune=False), f, logits, n=n, params=(w,), generator=gen(61))
+    keep = g.std(0) > 0              # exactly 0: the masked logit and the weight of the masked category
+    assert (g[:, ~keep] == 0).all() and int((~keep).sum()) == 2
+    z = (g.mean(0) - exact)[keep] / (g.std(0)[keep] / math.sqrt(n))
+    assert z.abs().max() < _z_threshold(int(keep.sum())), z
+
+def test_rebar_tuning_lowers_the_variance_and_moves_tau():
+    est = get_estimator('rebar', lr=0.1, tune=False)
+    before = gradient_samples(est, quadratic, LOGITS, n=3_000, generator=gen(62))
+    tau0 = est.tau
+    est.tune = True
+    gradient_samples(est, quadratic, LOGITS, n=20 * 250, chunk=250, generator=gen(63))
+    est.tune = False
+    after = gradient_samples(est, quadratic, LOGITS, n=3_000, generator=gen(64))
+    assert est.tau != tau0 and variance_difference_z(after, before) < -Z_MAX
+
+@pytest.mark.parametrize('name', ['rebar', 'relax'])
+def test_rebar_relax_state_dict_round_trip_and_reproducible(name):
+    logits = torch.randn(5, 3, 4, generator=gen(65), dtype=torch.float64)
+    def run(est, seed, steps=3):
+        g, out = gen(seed), []
+        for _ in range(steps):
+            x = logits.clone().requires_grad_()
+            z = est.sample(x, generator=g)
+            out.append(torch.autograd.grad(est.surrogate(_loss_fn(z), x, z, f=_loss_fn).sum(), x)[0])
+        return out
+    a, b = get_estimator(name, lr=0.05), get_estimator(name, lr=0.05)
+    for x, y in zip(run(a, 1), run(b, 1)): assert torch.equal(x, y)    # same generator: the same estimates
+    saved = a.state_dict()
+    c = get_estimator(name, lr=0.05); c.load_state_dict(saved)
+    for x, y in zip(run(a, 2), run(c, 2)): assert torch.equal(x, y)     # resumed: the same continuation
+    for p, q in zip(a.parameters(), c.parameters()): assert torch.equal(p, q)
+    assert not torch.equal(saved['log_tau'], a.state_dict()['log_tau'])  # the saved state is a copy
+
+def test_rebar_does_not_touch_global_state_or_decoder_grads():
+    torch.manual_seed(0); rng = torch.get_rng_state()
+    x = torch.randn(4, 2, 3, generator=gen(66), requires_grad=True)
+    w = torch.randn(3, generator=gen(67), requires_grad=True)
+    f = lambda z: ((z @ w) ** 2).sum(-1)
+    for name in ('rebar', 'relax'):
+        est = get_estimator(name)
+        z = est.sample(x, generator=gen(68))
+        loss = f(z)
+        out = est.surrogate(loss, x, z, f=f)
+        wg, = torch.autograd.grad(out.sum(), w, retain_graph=True)
+        torch.testing.assert_close(wg, torch.autograd.grad(loss.sum(), w)[0])  # the decoder sees grad f(b) only
+    assert torch.equal(torch.get_rng_state(), rng)
+    with torch.no_grad():  # evaluation: the surrogate is the loss, and nothing is tuned
+        before = est.state_dict()
+        z = est.sample(x, generator=gen(69)); est.surrogate(f(z), x, z, f=f)
+        assert torch.equal(before['eta'], est.state_dict()['eta'])
+
+REBAR_BAD = [
+    (lambda: get_estimator('rebar', lr=0.0), 'lr=0.0'),
+    (lambda: get_estimator('rebar', lr=float('nan')), 'lr=nan'),
+    (lambda: get_estimator('relax', lr=-1), 'lr=-1'),
+    (lambda: get_estimator('rebar', n_samples=0), 'n_samples=0'),
+    (lambda: get_estimator('rebar', tau=0.0), 'tau=0.0'),
+    (lambda: get_estimator('rebar', eta=float('inf')), 'eta=inf'),
+    (lambda: get_estimator('rebar', tune=1), 'tune=1'),
+    (lambda: get_estimator('relax', hidden=0), 'hidden=0'),
+    (lambda: get_estimator('relax', seed=-1), 'seed=-1'),
+    (lambda: get_estimator('rebar').sample(GOOD, 0.0), 'tau'),
+]
+@pytest.mark.parametrize('call,message', REBAR_BAD, ids=[m for _, m in REBAR_BAD])
+def test_rebar_relax_bad_constructor_input(call, message):
+    with pytest.raises(ValueError, match=message.replace('+', r'\+')): call()
+
+@pytest.mark.parametrize('name', ['rebar', 'relax'])
+def test_rebar_relax_bad_surrogate_input(name):
+    est = get_estimator(name)
+    x = torch.zeros(2, 3, 4)
+    z = est.sample(x, generator=gen(70))
+    loss = _loss_fn(z)
+    with pytest.raises(ValueError, match='pass f'): est.surrogate(loss, x, z)
+    with pytest.raises(ValueError, match='pass f'): est.surrogate(loss, x, z, f=3.0)
+    with pytest.raises(ValueError, match='latest sample'): est.surrogate(loss, x, z.clone(), f=_loss_fn)
+    with pytest.raises(ValueError, match='f must return'): est.surrogate(loss, x, z, f=lambda z: z.sum(-1))
+    with pytest.raises(ValueError, match='loss must have shape'): est.surrogate(loss[..., None], x, z, f=_loss_fn)
+    with pytest.raises(ValueError, match='logits must have the shape'): est.gradient(_loss_fn, torch.zeros(1, 3, 4), z, loss)
+    with pytest.raises(ValueError, match='state must have the keys'): est.load_state_dict({'eta': torch.tensor(1.0)})
