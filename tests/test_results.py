@@ -42,7 +42,7 @@ def test_results_file(data):
         assert extended == {k: v for k, v in want.items() if k != 'epochs'} and r['config']['epochs'] >= want['epochs']
     runs = {(r['estimator'], r['seed']) for r in rows}
     assert len(runs) == len(rows), "one row per estimator and seed"
-    assert {e for e, _ in runs} == set(vae_results.ESTIMATORS), "every estimator of the script, and no other"
-    assert all(sum(e == est for e, _ in runs) >= MIN_SEEDS[data] for est in vae_results.ESTIMATORS)
+    assert {e for e, _ in runs} == set(setting['estimators']), "every estimator of the script, and no other"
+    assert all(sum(e == est for e, _ in runs) >= MIN_SEEDS[data] for est in setting['estimators'])
     assert {s for _, s in runs} == set(setting['seeds'])
     assert len({json.dumps(r['provenance'], sort_keys=True) for r in rows}) == 1, "one call of the script made the file"
