@@ -26,7 +26,7 @@ ESTIMATORS = ('gs', 'st-gs', 'st', 'reinforce-loo', 'gumbel-rao', 'rebar', 'rela
 # are run on the digits only: per step they cost more than the others (chapter 2), and Fashion-MNIST's runs are long.
 SETTINGS = {
     'digits': dict(seeds=(0, 1, 2), estimators=ESTIMATORS, config=dict(data='digits', latent='8x10', hidden='256,128', lr=3e-3, epochs=500, patience=10)),
-    # m = 100 for the test bound: 10,000 test images x 1000 samples through the 784-pixel decoder took longer than training
+    # m = 100 for the test bound: 10,000 test images x 1000 samples through the 784-pixel decoder cost a large part of a run
     'fashion-mnist': dict(seeds=(0, 1), estimators=ESTIMATORS[:5],
                           config=dict(data='fashion-mnist', latent='20x10', binarize='fixed', lr=1e-3, epochs=60, patience=5, iw_samples=100)),
 }
