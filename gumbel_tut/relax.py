@@ -365,14 +365,14 @@ class CosineSchedule:
         return self.tau_min + (self.tau0 - self.tau_min) * 0.5 * (1 + math.cos(math.pi * frac))
 
 # %% ../nbs/01_relax.ipynb #094591cf
-def _log1m_softmax(scaled:Tensor, # scores `s` (max-shifted); `-inf` masks
-                   dim:int, # the category dimension
-                  ) -> Tensor: # $\log(1 - \mathrm{softmax}(s))$, finite wherever another category is unmasked
-    "`log(1 - softmax(s))` without cancellation: a log-sum-exp over the others at the largest entry, `log1p(-a)` elsewhere."
-    top = one_hot_argmax(scaled, dim).bool()
-    log_others = scaled.masked_fill(top, float('-inf')).logsumexp(dim, keepdim=True) - scaled.logsumexp(dim, keepdim=True)
-    a = torch.softmax(scaled, dim).masked_fill(top, 0.0)  # <= 1/2 off the top; 0 at the top keeps log1p's gradient finite
-    return torch.where(top, log_others, torch.log1p(-a))
+def _log1m_probs(log_p:Tensor, # log-probabilities (`log_softmax` of some scores); `-inf` where masked
+                 dim:int, # the category dimension
+                ) -> Tensor: # $\log(1 - p)$, finite wherever another category is unmasked
+    "`log(1 - p)` without cancellation: a log-sum-exp of the others at the largest entry, `log1p(-p)` elsewhere."
+    top = one_hot_argmax(log_p, dim).bool()
+    log_others = log_p.masked_fill(top, float('-inf')).logsumexp(dim, keepdim=True)  # log of the mass off the top entry
+    p = log_p.exp().masked_fill(top, 0.0)  # <= 1/2 off the top; 0 at the top keeps log1p's gradient finite
+    return torch.where(top, log_others, torch.log1p(-p))
 
 def _relaxed_khot(z:Tensor, # perturbed logits `logits + G` in the compute dtype; `-inf` masks
                   k:int, # subset size (checked by the caller)
@@ -383,8 +383,9 @@ def _relaxed_khot(z:Tensor, # perturbed logits `logits + G` in the compute dtype
     log_alpha, khot = z, torch.zeros_like(z)
     for j in range(k):
         scaled = _scaled(log_alpha, tau, dim)
-        khot = khot + torch.softmax(scaled, dim)
-        if j < k - 1: log_alpha = log_alpha + _log1m_softmax(scaled, dim)  # remove the mass just picked
+        log_a = scaled - scaled.logsumexp(dim, keepdim=True)  # log_softmax, kept for log(1 - a)
+        khot = khot + log_a.exp()
+        if j < k - 1: log_alpha = log_alpha + _log1m_probs(log_a, dim)  # remove the mass just picked
     return khot
 
 def relaxed_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
