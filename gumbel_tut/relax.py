@@ -382,7 +382,8 @@ def _relaxed_khot(z:Tensor, # perturbed logits `logits + G` in the compute dtype
     "The deterministic part of `relaxed_topk`: softmaxes of $\\log\\alpha_j/\\tau$ with $\\log\\alpha_{j+1} = \\log\\alpha_j + \\log(1 - a_j)$."
     log_alpha, khot = z, torch.zeros_like(z)
     for j in range(k):
-        scaled = _scaled(log_alpha, tau, dim)
+        scaled = _scaled(log_alpha, tau, dim).clamp(min=torch.finfo(z.dtype).min)  # no -inf: at the lowest tau a quotient
+        # overflows, and a slice of -inf (all but the top) has a NaN log-sum-exp gradient; masked entries still get exp() = 0
         log_a = scaled - scaled.logsumexp(dim, keepdim=True)  # log_softmax, kept for log(1 - a)
         khot = khot + log_a.exp()
         if j < k - 1: log_alpha = log_alpha + _log1m_probs(log_a, dim)  # remove the mass just picked
