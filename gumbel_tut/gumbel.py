@@ -143,6 +143,18 @@ def plackett_luce_log_prob(logits:Tensor, # unnormalized log-probabilities
     return (chosen - torch.cat(remaining, dim)).sum(dim)
 
 # %% ../nbs/00_gumbel.ipynb #2aed9130
+def _check_k(k, # the subset size to check
+             logits:Tensor, # checked logits
+             dim:int, # non-negative category dimension
+            ) -> None:
+    "`ValueError` naming `k` unless it is an int from 1 to the number of finite logits in every slice along `dim`."
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got k={k!r}")
+    n_finite = int(logits.isfinite().sum(dim).min()) if logits.numel() else logits.shape[dim]  # no slices: nothing to check
+    if k > n_finite:
+        raise ValueError(f"k={k} is larger than the number of finite logits ({n_finite}) in some slice of logits along dim={dim}; "
+                         "masked (-inf) categories cannot be drawn")
+
 def gumbel_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                 k:int, # how many categories to draw, 1 <= k <= number of finite logits in every slice
                 *,
@@ -151,10 +163,5 @@ def gumbel_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape
                ) -> Tensor: # int64 indices, size `k` along `dim`, in the order drawn
     "Draw `k` categories without replacement (Plackett-Luce order) as the top-k of Gumbel-perturbed logits."
     dim = check_logits(logits, dim)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got k={k!r}")
-    n_finite = int(logits.isfinite().sum(dim).min()) if logits.numel() else logits.shape[dim]  # no slices: nothing to check
-    if k > n_finite:
-        raise ValueError(f"k={k} is larger than the number of finite logits ({n_finite}) in some slice of logits along dim={dim}; "
-                         "masked (-inf) categories cannot be drawn")
+    _check_k(k, logits, dim)
     return perturb(logits, generator).topk(k, dim, sorted=True).indices

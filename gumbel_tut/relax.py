@@ -1,4 +1,4 @@
-"""Replacing the argmax by a softmax at a temperature: the relaxation, its density, straight-through, and temperature schedules.
+"""Replacing the argmax by a softmax at a temperature: the relaxation, its density, straight-through, temperature schedules, and relaxed top-k subsets.
 
 Docs: https://gumbel-tut.github.io/gumbel_tut/relax.html.md"""
 
@@ -7,13 +7,13 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/relax.html.md"""
 # %% auto #0
 __all__ = ['check_tau', 'one_hot_argmax', 'straight_through', 'gumbel_softmax', 'exp_concrete_log_prob', 'concrete_log_prob',
            'binary_concrete', 'binary_concrete_log_prob', 'ExpGumbelSoftmax', 'GumbelSoftmax', 'ExponentialSchedule',
-           'LinearSchedule', 'CosineSchedule']
+           'LinearSchedule', 'CosineSchedule', 'relaxed_topk']
 
 # %% ../nbs/01_relax.ipynb #907ea6aa
 import math, numbers, warnings
 import torch
 from torch import Tensor
-from .gumbel import check_logits, perturb, gumbel_noise, _compute_dtype, _first_index, _TINY_UNIFORM
+from .gumbel import check_logits, perturb, gumbel_noise, _compute_dtype, _first_index, _TINY_UNIFORM, _check_k
 
 # %% ../nbs/01_relax.ipynb #c9672394
 def _tau_range(dtype:torch.dtype) -> tuple[float, float]:
@@ -80,12 +80,16 @@ def _tau_against(tau:float|Tensor, # checked temperature
     t = t.reshape((1,) * (len(batch) - t.dim()) + t.shape).unsqueeze(dim)
     return t.to(dtype=dtype, device=logits.device)
 
-def _scaled_perturbed(logits:Tensor, tau, dim:int, generator) -> tuple[Tensor, Tensor]:
-    "`(logits + G - max) / tau` in the compute dtype (never overflows: every entry <= 0, the max is 0), and `logits + G`."
-    z = perturb(logits, generator)
+def _scaled(z:Tensor, tau, dim:int) -> Tensor:
+    "`(z - max) / tau`: never overflows (every entry <= 0, the max is 0); `-inf` stays `-inf`."
     shifted = z - z.amax(dim, keepdim=True).detach()
     masked = shifted == float('-inf')  # divide only finite entries: -inf / tau has gradient inf * 0 = NaN for a tensor tau
-    return torch.where(masked, float('-inf'), torch.where(masked, 0.0, shifted) / tau), z
+    return torch.where(masked, float('-inf'), torch.where(masked, 0.0, shifted) / tau)
+
+def _scaled_perturbed(logits:Tensor, tau, dim:int, generator) -> tuple[Tensor, Tensor]:
+    "`(logits + G - max) / tau` in the compute dtype (see `_scaled`), and `logits + G`."
+    z = perturb(logits, generator)
+    return _scaled(z, tau, dim), z
 
 def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                    tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor broadcastable against the batch shape (or logits' shape with size 1 at `dim`)
@@ -359,3 +363,46 @@ class CosineSchedule:
     def __call__(self, step:int) -> float:
         frac = min(_check_step(step) / self.total_steps, 1.0)
         return self.tau_min + (self.tau0 - self.tau_min) * 0.5 * (1 + math.cos(math.pi * frac))
+
+# %% ../nbs/01_relax.ipynb #094591cf
+def _log1m_probs(log_p:Tensor, # log-probabilities (`log_softmax` of some scores); `-inf` where masked
+                 dim:int, # the category dimension
+                ) -> Tensor: # $\log(1 - p)$, finite wherever another category is unmasked
+    "`log(1 - p)` without cancellation: a log-sum-exp of the others at the largest entry, `log1p(-p)` elsewhere."
+    top = one_hot_argmax(log_p, dim).bool()
+    log_others = log_p.masked_fill(top, float('-inf')).logsumexp(dim, keepdim=True)  # log of the mass off the top entry
+    p = log_p.exp().masked_fill(top, 0.0)  # <= 1/2 off the top; 0 at the top keeps log1p's gradient finite
+    return torch.where(top, log_others, torch.log1p(-p))
+
+def _relaxed_khot(z:Tensor, # perturbed logits `logits + G` in the compute dtype; `-inf` masks
+                  k:int, # subset size (checked by the caller)
+                  tau:float|Tensor, # checked temperature, a tensor aligned by `_tau_against`
+                  dim:int, # non-negative category dimension
+                 ) -> Tensor: # the sum of the k softmaxes: entries >= 0 summing to k along `dim`
+    "The deterministic part of `relaxed_topk`: softmaxes of $\\log\\alpha_j/\\tau$ with $\\log\\alpha_{j+1} = \\log\\alpha_j + \\log(1 - a_j)$."
+    log_alpha, khot = z, torch.zeros_like(z)
+    for j in range(k):
+        scaled = _scaled(log_alpha, tau, dim).clamp(min=torch.finfo(z.dtype).min)  # no -inf: at the lowest tau a quotient
+        # overflows, and a slice of -inf (all but the top) has a NaN log-sum-exp gradient; masked entries still get exp() = 0
+        log_a = scaled - scaled.logsumexp(dim, keepdim=True)  # log_softmax, kept for log(1 - a)
+        khot = khot + log_a.exp()
+        if j < k - 1: log_alpha = log_alpha + _log1m_probs(log_a, dim)  # remove the mass just picked
+    return khot
+
+def relaxed_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
+                 k:int, # subset size, 1 <= k <= number of finite logits in every slice
+                 tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor broadcastable against the batch shape (or logits' shape with size 1 at `dim`)
+                 *,
+                 hard:bool=False, # return the exact k-hot of `gumbel_topk`'s draw, with the relaxed sample's gradient
+                 dim:int=-1, # the category dimension
+                 generator:torch.Generator|None=None, # source of randomness; the global RNG when None
+                ) -> Tensor: # relaxed k-hot (entries >= 0 summing to k along `dim`; exactly k-hot if `hard`), shape and dtype of `logits`
+    "Relaxed top-k subset (Xie & Ermon 2019): $k$ softmaxes of Gumbel-perturbed logits, each with the earlier picks' mass removed."
+    dim = check_logits(logits, dim)
+    _check_k(k, logits, dim)
+    dtype = _compute_dtype(logits.dtype)
+    tau = _tau_against(check_tau(tau), logits, dim, dtype)
+    z = perturb(logits, generator)  # the noise gumbel_topk draws from the same generator state
+    soft = _relaxed_khot(z, k, tau, dim)
+    if hard: soft = straight_through(torch.zeros_like(z).scatter_(dim, z.topk(k, dim).indices, 1.0), soft)
+    return soft.to(logits.dtype)
