@@ -89,8 +89,8 @@ def _tau_tensor(tau:float, dtype:torch.dtype, device=None) -> Tensor:
 
 def _structure_ok(logits, dim:int) -> bool:
     "The checks that need no pass over the data: a floating tensor with categories at a valid `dim`."
-    return (type(dim) is int and isinstance(logits, Tensor) and logits.is_floating_point() and not logits.is_meta and logits.dim() > 0
-            and -logits.dim() <= dim < logits.dim() and logits.shape[dim] > 0)
+    return (type(dim) is int and isinstance(logits, Tensor) and logits.is_floating_point() and not logits.is_meta
+            and -(n := logits.dim()) <= dim < n and logits.numel() > 0)  # no empty dim (an empty batch: check_logits decides)
 
 def _soft_from_perturbed(z:Tensor, tau:float, t:Tensor, dim:int, logits:Tensor, in_place:bool) -> Tensor:
     "softmax(z / tau) along `dim` for perturbed logits `z` and a numeric `tau` (`t`: its tensor); validates `logits` via the result."
