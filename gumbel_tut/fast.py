@@ -120,7 +120,7 @@ def _one_hot_of_max(z:Tensor, dim:int, logits:Tensor) -> Tensor:
     m = z.amax(dim, keepdim=True)  # many elements: amax is vectorized, argmax is not
     if not math.isfinite(m.sum().item()): check_logits(logits, dim)
     y = torch.eq(z, m, out=z)  # 1.0 where z attains its row maximum
-    if y.sum(dtype=torch.float64).item() != y.numel() // y.shape[dim]: y.mul_(y.cumsum(dim) == 1)  # a tie: keep the first
+    if y.sum(dim).amax().item() > 1: y.mul_(y.cumsum(dim) == 1)  # a row with a tie: keep its first maximum
     return y.to(logits.dtype)
 
 # %% ../nbs/05_performance.ipynb #38ba3093
