@@ -27,6 +27,8 @@ from .relax import gumbel_softmax as reference_gumbel_softmax
 
 # %% ../nbs/05_performance.ipynb #623f90c5
 _BULK_LO, _BULK_HI = 2.0**-16, 1.0 - 2.0**-16  # float32 uniforms outside [lo, hi) are completed to chapter 0's grid
+_TAIL_CHUNK = 1024          # large tensors: min and max per chunk of this many draws, then a search inside flagged chunks
+_WHOLE_SEARCH_MAX = 2**16   # up to this many draws: one min and max over all of them (fewer calls)
 
 def _complete_uniform(u24:Tensor, # float64 copies of float32 draws k 2^-24
                       fine:Tensor, # float64 uniforms V on [0, 1) (from torch.rand: multiples of 2^-53)
@@ -34,23 +36,35 @@ def _complete_uniform(u24:Tensor, # float64 copies of float32 draws k 2^-24
     "Complete a float32 uniform to chapter 0's 53-bit uniform by drawing its 29 low bits (in place on `fine`)."
     return fine.mul_(2.0**29).floor_().mul_(2.0**-53).add_(u24).clamp_(min=_TINY_UNIFORM)
 
-def _refine_tails(u:Tensor, log_e:Tensor, low:bool, high:bool, generator) -> None:
-    "Overwrite `log_e` in place where `u` lies in a tail (`low`, `high`: which tails occur), with chapter 0's float64 noise."
-    tail = (u < _BULK_LO) | (u >= _BULK_HI) if low and high else (u < _BULK_LO if low else u >= _BULK_HI)
-    index = tail.view(-1).nonzero().view(-1)
-    fine = torch.rand(index.shape, dtype=torch.float64, generator=generator, device=u.device)
-    completed = _complete_uniform(u.view(-1)[index].double(), fine)
-    log_e.view(-1)[index] = completed.log_().neg_().log_().to(log_e.dtype)
+def _in_tail(u:Tensor) -> Tensor:
+    "Where `u` lies in a tail region, as a bool tensor."
+    return (u < _BULK_LO) | (u >= _BULK_HI)
+
+def _tail_index(u:Tensor) -> Tensor|None:
+    "Ascending flat indices of the draws of a contiguous `u` that lie in a tail, or None when none does."
+    n = u.numel()
+    if n <= _WHOLE_SEARCH_MAX:
+        lo, hi = torch.aminmax(u)
+        return _in_tail(u).view(-1).nonzero().view(-1) if lo.item() < _BULK_LO or hi.item() >= _BULK_HI else None
+    flat, body = u.view(-1), n - n % _TAIL_CHUNK
+    chunks = flat[:body].view(-1, _TAIL_CHUNK)   # amin and amax along rows: two cheap passes, no B x K mask
+    flagged = ((chunks.amin(1) < _BULK_LO) | (chunks.amax(1) >= _BULK_HI)).nonzero()
+    candidates = (flagged * _TAIL_CHUNK + torch.arange(_TAIL_CHUNK, device=u.device)).view(-1)
+    if body < n: candidates = torch.cat([candidates, torch.arange(body, n, device=u.device)])   # the last, partial chunk
+    index = candidates[_in_tail(flat[candidates])]
+    return index if index.numel() else None
 
 def _log_exponential_like(x:Tensor, generator) -> Tensor:
-    "`fast_log_exponential(x.shape, generator)` for a float32 `x` (`rand_like` has less per-call overhead than `rand`)."
-    u = torch.rand_like(x, memory_format=torch.contiguous_format, generator=generator)
-    if u.numel() == 0: return u
-    lo, hi = torch.aminmax(u)
-    log_e = torch.log(u).neg_().log_()
-    low, high = lo.item() < _BULK_LO, hi.item() >= _BULK_HI
-    if low or high: _refine_tails(u, log_e, low, high, generator)
-    return log_e
+    "`fast_log_exponential(x.shape, generator)` for a float32 `x`, computed in place in one new buffer."
+    u = (torch.rand_like(x, generator=generator) if x.is_contiguous()   # `rand_like` costs less per call than `rand`
+         else torch.rand_like(x, memory_format=torch.contiguous_format, generator=generator))
+    index = _tail_index(u) if x.numel() else None
+    if index is None: return u.log_().neg_().log_()
+    u_tail = u.view(-1)[index].double()   # read before the logarithms overwrite them
+    u.log_().neg_().log_()
+    fine = torch.rand(index.shape, dtype=torch.float64, generator=generator, device=u.device)
+    u.view(-1)[index] = _complete_uniform(u_tail, fine).log_().neg_().log_().to(u.dtype)
+    return u
 
 def fast_log_exponential(shape:torch.Size|tuple, # shape of the result
                          generator:torch.Generator|None=None, # source of randomness; the global RNG when None
@@ -75,14 +89,17 @@ def _tau_tensor(tau:float, dtype:torch.dtype, device=None) -> Tensor:
 
 def _structure_ok(logits, dim:int) -> bool:
     "The checks that need no pass over the data: a floating tensor with categories at a valid `dim`."
-    return (type(dim) is int and isinstance(logits, Tensor) and logits.is_floating_point() and not logits.is_meta and logits.dim() > 0
-            and -logits.dim() <= dim < logits.dim() and logits.shape[dim] > 0)
+    return (type(dim) is int and isinstance(logits, Tensor) and logits.is_floating_point() and not logits.is_meta
+            and -(n := logits.dim()) <= dim < n and logits.numel() > 0)  # no empty dim (an empty batch: check_logits decides)
 
-def _soft_from_perturbed(z:Tensor, tau:float, t:Tensor, dim:int, logits:Tensor) -> Tensor:
+def _soft_from_perturbed(z:Tensor, tau:float, t:Tensor, dim:int, logits:Tensor, in_place:bool) -> Tensor:
     "softmax(z / tau) along `dim` for perturbed logits `z` and a numeric `tau` (`t`: its tensor); validates `logits` via the result."
-    y = torch.softmax(z if tau == 1.0 else z / t, dim)
-    if not math.isfinite(y.sum().item()):
-        check_logits(logits, dim)  # raises for NaN, +inf, all -inf rows; otherwise z / tau overflowed
+    if not in_place: y = torch.softmax(z if tau == 1.0 else z / t, dim)
+    elif tau >= 1.0: y = torch.softmax(z if tau == 1.0 else z.div_(t), dim, out=z)  # z / tau cannot overflow: z's buffer is free
+    else: y = torch.softmax(z / t, dim, out=None)  # keep z for the overflow case below
+    # NaN, +inf, an all -inf row or an overflowed z / tau makes the row's softmax sum NaN, hence every entry: one column tells
+    if not math.isfinite((y.sum() if y.numel() <= _WHOLE_SEARCH_MAX else y.select(dim, 0).sum()).item()):
+        check_logits(logits, dim)  # raises for NaN, +inf, all -inf rows; otherwise z / tau overflowed (tau < 1: z is intact)
         y = torch.softmax((z - z.amax(dim, keepdim=True).detach()) / t, dim)
     return y
 
@@ -93,6 +110,18 @@ def _soft_tensor_tau(z:Tensor, tau:Tensor, dim:int, logits:Tensor) -> Tensor:
     shifted = z - m.detach()
     masked = shifted == float('-inf')
     return torch.softmax(torch.where(masked, float('-inf'), torch.where(masked, 0.0, shifted) / tau), dim)
+
+def _one_hot_of_max(z:Tensor, dim:int, logits:Tensor) -> Tensor:
+    "One-hot of `argmax z` along `dim` (ties: the first, as `torch.argmax`) in `logits`' dtype, overwriting `z`; validates via the maxima."
+    if z.numel() <= _WHOLE_SEARCH_MAX:  # few elements: argmax and scatter take the fewest calls
+        index = z.argmax(dim, keepdim=True)
+        if not math.isfinite(z.gather(dim, index).sum().item()): check_logits(logits, dim)
+        return torch.zeros_like(logits).scatter_(dim, index, 1.0)
+    m = z.amax(dim, keepdim=True)  # many elements: amax is vectorized, argmax is not
+    if not math.isfinite(m.sum().item()): check_logits(logits, dim)
+    y = torch.eq(z, m, out=z)  # 1.0 where z attains its row maximum
+    if y.sum(dim).amax().item() > 1: y.mul_(y.cumsum(dim) == 1)  # a row with a tie: keep its first maximum
+    return y.to(logits.dtype)
 
 # %% ../nbs/05_performance.ipynb #38ba3093
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
@@ -111,14 +140,13 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any bat
         tau = check_tau(tau)
         if isinstance(tau, Tensor): tau = _tau_against(tau, logits, dim % logits.dim(), x.dtype)
         else: t = _tau_tensor(tau, x.dtype, None if on_cpu else x.device)
-    if on_cpu and x.dtype == torch.float32: z = torch.sub(x, _log_exponential_like(x, generator))
-    else: z = x + gumbel_noise(x.shape, generator=generator, dtype=x.dtype, device=x.device)  # chapter 0's float64 draw
     needs_grad = (logits.requires_grad or t is None and tau.requires_grad) and torch.is_grad_enabled()
-    if hard and not needs_grad:
-        index = z.argmax(dim, keepdim=True)
-        if not math.isfinite(z.gather(dim, index).sum().item()): check_logits(logits, dim)
-        return torch.zeros_like(logits).scatter_(dim, index, 1.0)
-    y = _soft_tensor_tau(z, tau, dim, logits) if t is None else _soft_from_perturbed(z, tau, t, dim, logits)
+    if on_cpu and x.dtype == torch.float32:
+        log_e = _log_exponential_like(x, generator)
+        z = torch.sub(x, log_e) if needs_grad else torch.sub(x, log_e, out=log_e)  # no autograd: z takes the noise's buffer
+    else: z = x + gumbel_noise(x.shape, generator=generator, dtype=x.dtype, device=x.device)  # chapter 0's float64 draw
+    if hard and not needs_grad: return _one_hot_of_max(z, dim, logits)
+    y = _soft_tensor_tau(z, tau, dim, logits) if t is None else _soft_from_perturbed(z, tau, t, dim, logits, not needs_grad)
     if hard: y = straight_through(one_hot_argmax(z, dim), y)
     return y if y.dtype == logits.dtype else y.to(logits.dtype)
 

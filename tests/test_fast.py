@@ -216,6 +216,43 @@ def test_fast_refinement_draws_only_for_tails():
     hi_edge = -(-(u_tail + 2.0**-24).log()).log()
     assert ((g_tail >= lo_edge - 1e-5) & (g_tail <= hi_edge + 1e-5)).all()
 
+def test_chunked_tail_search_equals_full_mask():
+    "Large tensors search for tail draws chunk by chunk: the same draws, in the same order, as a mask over all of them."
+    for n in (2**16 + 5, 2**20 + 333):
+        u = torch.rand(n, generator=gen(40))
+        u[[0, 1500, n // 2, n - 1]] = torch.tensor([0.0, 2.0**-17, 1 - 2.0**-24, 1 - 2.0**-16])   # incl. the partial last chunk
+        assert torch.equal(fast._tail_index(u), fast._in_tail(u).nonzero().view(-1))
+    u = torch.full((2**17,), 0.5)
+    assert fast._tail_index(u) is None
+
+def test_large_noise_equals_the_mask_formula():
+    "Above the chunked-search size, the noise is still: the bulk from the float32 draws, the tails completed in index order."
+    n, g = 3 * 2**20 + 7, gen(41)
+    u = torch.rand(n, generator=g)
+    tail = fast._in_tail(u)
+    fine = torch.rand(int(tail.sum()), dtype=torch.float64, generator=g)
+    want = u.log().neg().log()
+    want[tail] = fast._complete_uniform(u[tail].double(), fine).log().neg().log().float()
+    assert torch.equal(fast_log_exponential((n,), gen(41)), want)
+
+@pytest.mark.parametrize('dim', [0, -1])
+def test_large_hard_sample_ties_keep_the_first_maximum(dim):
+    x = torch.zeros(300, 400); x[:, [5, 9]] = 1e30   # 1e30 + G rounds to 1e30: two maxima in every row
+    x = x if dim == -1 else x.T.contiguous()
+    h = fast_gumbel_softmax(x, hard=True, dim=dim, generator=gen(42))
+    assert (h.sum(dim) == 1).all() and (h.argmax(dim) == 5).all()
+
+@pytest.mark.parametrize('dim', [0, 1, -1])
+def test_large_bad_input_is_caught_away_from_the_first_column(dim):
+    "The soft path of large samples looks at one column: a bad entry anywhere in a row must still be named."
+    for tau in (0.5, 1.0, 2.0):
+        for hard in (False, True):
+            for value, words in ((float('nan'), 'NaN'), (float('inf'), r'\+inf')):
+                x = torch.randn(90, 70, 40); x.select(dim, 33)[7, 11] = value
+                with pytest.raises(ValueError, match=words): fast_gumbel_softmax(x, tau, hard, dim)
+            x = torch.randn(90, 70, 40); row = [5, 6, 7]; row[dim] = slice(None); x[tuple(row)] = float('-inf')   # one row along dim
+            with pytest.raises(ValueError, match='all -inf'): fast_gumbel_softmax(x, tau, hard, dim)
+
 # --- every backend: accepted taus, dtypes ------------------------------------------------------------
 
 TAUS = {torch.float32: [1.2e-38, 1e-30, 1e-3, 1e30, 3.4e38],  # the ends of check_tau's range: float32's for every
