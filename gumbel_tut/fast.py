@@ -54,17 +54,24 @@ def _tail_index(u:Tensor) -> Tensor|None:
     index = candidates[_in_tail(flat[candidates])]
     return index if index.numel() else None
 
-def _log_exponential_like(x:Tensor, generator) -> Tensor:
-    "`fast_log_exponential(x.shape, generator)` for a float32 `x`, computed in place in one new buffer."
-    u = (torch.rand_like(x, generator=generator) if x.is_contiguous()   # `rand_like` costs less per call than `rand`
-         else torch.rand_like(x, memory_format=torch.contiguous_format, generator=generator))
-    index = _tail_index(u) if x.numel() else None
-    if index is None: return u.log_().neg_().log_()
+def _log_e_completed(u:Tensor, # contiguous float32 uniforms, overwritten by the result
+                     generator, # source of the completions' low bits
+                     index:Tensor|None=None, # flat indices of the tail draws; None: found here (small `u`)
+                    ) -> Tensor: # `log E` in `u`'s buffer, the draws at `index` completed to chapter 0's grid
+    "The rare path of the sampler: `log(-log U)` in place, with the tail uniforms completed first."
+    if index is None: index = _in_tail(u).view(-1).nonzero().view(-1)
     u_tail = u.view(-1)[index].double()   # read before the logarithms overwrite them
     u.log_().neg_().log_()
     fine = torch.rand(index.shape, dtype=torch.float64, generator=generator, device=u.device)
     u.view(-1)[index] = _complete_uniform(u_tail, fine).log_().neg_().log_().to(u.dtype)
     return u
+
+def _log_exponential_like(x:Tensor, generator) -> Tensor:
+    "`fast_log_exponential(x.shape, generator)` for a float32 `x`, computed in place in one new buffer."
+    u = (torch.rand_like(x, generator=generator) if x.is_contiguous()   # `rand_like` costs less per call than `rand`
+         else torch.rand_like(x, memory_format=torch.contiguous_format, generator=generator))
+    index = _tail_index(u) if x.numel() else None
+    return u.log_().neg_().log_() if index is None else _log_e_completed(u, generator, index)
 
 def fast_log_exponential(shape:torch.Size|tuple, # shape of the result
                          generator:torch.Generator|None=None, # source of randomness; the global RNG when None
@@ -76,6 +83,8 @@ def fast_log_exponential(shape:torch.Size|tuple, # shape of the result
 # %% ../nbs/05_performance.ipynb #c0649b7a
 _tau_tensors = {}  # (tau, dtype, device) -> 0-d tensor of a checked tau: saves a check and a tensor construction per call
 _HALF = (torch.float16, torch.bfloat16)
+_F32 = torch.float32
+_NUMBER = (float, int)  # Python numbers a tau may be (bool is neither type)
 
 def _tau_tensor(tau:float, dtype:torch.dtype, device=None) -> Tensor:
     "A checked `tau` as a 0-d tensor of `dtype`, clamped into [smallest normal, largest finite] of `dtype`."
@@ -97,8 +106,8 @@ def _soft_from_perturbed(z:Tensor, tau:float, t:Tensor, dim:int, logits:Tensor, 
     if not in_place: y = torch.softmax(z if tau == 1.0 else z / t, dim)
     elif tau >= 1.0: y = torch.softmax(z if tau == 1.0 else z.div_(t), dim, out=z)  # z / tau cannot overflow: z's buffer is free
     else: y = torch.softmax(z / t, dim, out=None)  # keep z for the overflow case below
-    # NaN, +inf, an all -inf row or an overflowed z / tau makes the row's softmax sum NaN, hence every entry: one column tells
-    if not math.isfinite((y.sum() if y.numel() <= _WHOLE_SEARCH_MAX else y.select(dim, 0).sum()).item()):
+    # NaN, +inf, an all -inf row or an overflowed z / tau makes the row's softmax NaN, hence every entry: one column tells
+    if not math.isfinite((y.max() if y.numel() <= _WHOLE_SEARCH_MAX else y.select(dim, 0).max()).item()):
         check_logits(logits, dim)  # raises for NaN, +inf, all -inf rows; otherwise z / tau overflowed (tau < 1: z is intact)
         y = torch.softmax((z - z.amax(dim, keepdim=True).detach()) / t, dim)
     return y
@@ -123,6 +132,18 @@ def _one_hot_of_max(z:Tensor, dim:int, logits:Tensor) -> Tensor:
     if y.sum(dim).amax().item() > 1: y.mul_(y.cumsum(dim) == 1)  # a row with a tie: keep its first maximum
     return y.to(logits.dtype)
 
+def _small_sample(x:Tensor, tau:float, t:Tensor, hard:bool, dim:int, generator) -> Tensor:
+    "The sampler for contiguous float32 CPU `x` of 1 to `_WHOLE_SEARCH_MAX` elements and a checked numeric `tau` (`t`: its tensor)."
+    u = torch.rand_like(x, generator=generator)
+    lo, hi = torch.aminmax(u)   # few draws: one min and max over all of them tells whether any needs completing
+    log_e = u.log_().neg_().log_() if lo.item() >= _BULK_LO and hi.item() < _BULK_HI else _log_e_completed(u, generator)
+    if x.requires_grad and torch.is_grad_enabled():
+        z = x - log_e
+        y = _soft_from_perturbed(z, tau, t, dim, x, False)
+        return straight_through(one_hot_argmax(z, dim), y) if hard else y
+    z = torch.sub(x, log_e, out=log_e)   # no autograd: z takes the noise's buffer
+    return _one_hot_of_max(z, dim, x) if hard else _soft_from_perturbed(z, tau, t, dim, x, True)
+
 # %% ../nbs/05_performance.ipynb #38ba3093
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                         tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor as in chapter 1
@@ -132,23 +153,31 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any bat
                         generator:torch.Generator|None=None, # source of randomness; the global RNG when None
                        ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
     "The 'fast' backend: chapter 1's Gumbel-softmax on float32 uniforms whose tails are completed to chapter 0's grid."
+    # The common case first, in few Python steps: its checks are the structural ones below, written for speed
+    if (type(tau) in _NUMBER and (t := _tau_tensors.get((tau, _F32, None))) is not None and type(dim) is int
+            and isinstance(logits, Tensor) and logits.dtype is _F32 and logits.is_cpu and 0 < logits.numel() <= _WHOLE_SEARCH_MAX
+            and logits.is_contiguous() and -logits.ndim <= dim < logits.ndim):
+        return _small_sample(logits, tau, t, hard, dim, generator)
     if not _structure_ok(logits, dim): check_logits(logits, dim)
     x = logits.float() if logits.dtype in _HALF else logits  # the compute dtype, as in chapter 1
     on_cpu = x.is_cpu
-    t = _tau_tensors.get((tau, x.dtype, None)) if on_cpu and type(tau) is float else None  # a tau checked before
+    t = _tau_tensors.get((tau, x.dtype, None)) if on_cpu and type(tau) in _NUMBER else None  # a tau checked before
     if t is None:
         tau = check_tau(tau)
         if isinstance(tau, Tensor): tau = _tau_against(tau, logits, dim % logits.dim(), x.dtype)
         else: t = _tau_tensor(tau, x.dtype, None if on_cpu else x.device)
+    if on_cpu and x.dtype is _F32 and t is not None and 0 < x.numel() <= _WHOLE_SEARCH_MAX and x.is_contiguous():
+        y = _small_sample(x, tau, t, hard, dim, generator)   # a half input, or a tau seen for the first time
+        return y if y.dtype is logits.dtype else y.to(logits.dtype)
     needs_grad = (logits.requires_grad or t is None and tau.requires_grad) and torch.is_grad_enabled()
-    if on_cpu and x.dtype == torch.float32:
+    if on_cpu and x.dtype is _F32:
         log_e = _log_exponential_like(x, generator)
         z = torch.sub(x, log_e) if needs_grad else torch.sub(x, log_e, out=log_e)  # no autograd: z takes the noise's buffer
     else: z = x + gumbel_noise(x.shape, generator=generator, dtype=x.dtype, device=x.device)  # chapter 0's float64 draw
     if hard and not needs_grad: return _one_hot_of_max(z, dim, logits)
     y = _soft_tensor_tau(z, tau, dim, logits) if t is None else _soft_from_perturbed(z, tau, t, dim, logits, not needs_grad)
     if hard: y = straight_through(one_hot_argmax(z, dim), y)
-    return y if y.dtype == logits.dtype else y.to(logits.dtype)
+    return y if y.dtype is logits.dtype else y.to(logits.dtype)
 
 # %% ../nbs/05_performance.ipynb #da1d5f15
 BACKENDS = ('reference', 'fast', 'compiled', 'triton')
