@@ -476,14 +476,15 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
 
 # %% ../nbs/05_performance.ipynb #fbe87b22
 def _candidates(x:Tensor, mode:str, tau:float, backend:str) -> dict:
-    "Callables for ours (the public sampler with `backend`), torch and clone in `mode` ('fwd', 'fwd+bwd' or 'hard')."
-    ours = lambda t, hard=False: gumbel_softmax(t, tau, hard, backend=backend)
+    "Callables for ours (the public sampler with `backend`), torch and clone in `mode` ('fwd', 'fwd+bwd' or 'hard'), each one call deep."
     if mode == 'fwd+bwd':
         xg, up = x.detach().clone().requires_grad_(), torch.randn_like(x)
-        grad = lambda f: (lambda: torch.autograd.grad(f(xg), xg, up))
-        return {'ours': grad(ours), 'torch': grad(lambda t: F.gumbel_softmax(t, tau)), 'clone': grad(torch.clone)}
+        return {'ours': lambda: torch.autograd.grad(gumbel_softmax(xg, tau, backend=backend), xg, up),
+                'torch': lambda: torch.autograd.grad(F.gumbel_softmax(xg, tau), xg, up),
+                'clone': lambda: torch.autograd.grad(xg.clone(), xg, up)}
     hard = mode == 'hard'
-    return {'ours': lambda: ours(x, hard), 'torch': lambda: F.gumbel_softmax(x, tau, hard=hard), 'clone': lambda: x.clone()}
+    return {'ours': lambda: gumbel_softmax(x, tau, hard, backend=backend), 'torch': lambda: F.gumbel_softmax(x, tau, hard=hard),
+            'clone': lambda: x.clone()}
 
 def bench_rows(shapes:list=((32, 2), (256, 10), (100, 200), (1, 50_000), (1024, 1024), (4096, 1024)), # (B, K) pairs
                dtypes:list=(torch.float32,), # logits dtypes
