@@ -147,6 +147,18 @@ print('ok')
     r = run_without(VAE_EXTRA_IMPORTS + ('scipy', 'fastprogress'), code)
     assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stdout + r.stderr
 
+def test_markdown_table_without_ipython():
+    "IPython is no core dependency: the package imports without it, and only `markdown_table` needs it, saying so."
+    code = '''
+from gumbel_tut import markdown_table
+try: markdown_table([{'a': 1}])
+except ImportError as e: assert 'pip install ipython' in str(e), e
+else: raise AssertionError('markdown_table worked without IPython')
+print('ok')
+'''
+    r = run_without(['IPython'], code)
+    assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stdout + r.stderr
+
 @pytest.mark.parametrize('missing', VAE_EXTRA_IMPORTS)
 def test_each_missing_extra_package_is_named(missing):
     r = run_without([missing], 'import gumbel_tut.vae')
