@@ -219,36 +219,15 @@ def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch sh
     _check_backend(name)
 
 # %% ../nbs/05_performance.ipynb #ef98b892
-def _perturbed_rows(x:Tensor, key:Tensor) -> tuple[Tensor, Tensor]:
-    "`z = x + G` for a contiguous float32 or float64 `x` with categories last, and its row max `m`."
+def _perturbed(x:Tensor, # contiguous float32 or float64 logits, categories last
+               key:Tensor, # int64 key `[k0, k1, gamma]` from `draw_key`
+              ) -> Tensor: # `z = x + G`, the noise of element i drawn from `(key, i)` in row-major order
+    "The compiled backend's one kernel: logits plus counter-based Gumbel noise, in one loop over the elements."
     counter = torch.arange(x.numel(), device=x.device).view(x.shape)
-    z = x + counter_gumbel_noise(key, counter, x.dtype)
-    return z, z.amax(-1, keepdim=True)
-
-def _soft_rows(x:Tensor, key:Tensor, tau:Tensor) -> tuple[Tensor, Tensor]:
-    "The softmax written out: every exponent is <= 0 and the row max contributes exp(0) = 1, so the sum is >= 1."
-    z, zmax = _perturbed_rows(x, key)
-    e = ((z - zmax) / tau).exp()
-    return e / e.sum(-1, keepdim=True), zmax
-
-def _soft_kernel(x, key, tau):
-    "Forward, soft: `(softmax((z - m) / tau), m, all(isfinite(m)))`."
-    y, zmax = _soft_rows(x, key, tau)
-    return y, zmax, zmax.isfinite().all()
-
-def _hard_kernel(x, key, tau):
-    "Forward, hard: `(one_hot(argmax z), m, all(isfinite(m)))`; no exponentials (ties go to the first index, as `torch.argmax`)."
-    z, zmax = _perturbed_rows(x, key)
-    categories = torch.arange(x.shape[-1], device=x.device)
-    return (categories == z.argmax(-1, keepdim=True)).to(x.dtype), zmax, zmax.isfinite().all()
-
-def _backward_kernel(x, key, tau, grad):
-    "Gradient of the soft sample: recompute `y` from `(x, key, tau)`, then `y * (g - sum(g * y)) / tau`."
-    y, _ = _soft_rows(x, key, tau)
-    return y * (grad - (grad * y).sum(-1, keepdim=True)) / tau
+    return x + counter_gumbel_noise(key, counter, x.dtype)
 
 # %% ../nbs/05_performance.ipynb #1cf3f279
-_KERNELS = {'soft': _soft_kernel, 'hard': _hard_kernel, 'backward': _backward_kernel}
+_KERNELS = {'perturb': _perturbed}
 _compiled = {}  # kernel name -> compiled function
 compile_seconds = {}  # (kernel name, dtype) -> seconds taken by the first (compiling) call
 
@@ -271,35 +250,40 @@ def _run_kernel(name:str, *args):
     return out
 
 # %% ../nbs/05_performance.ipynb #cec27c31
-def _compiled_forward(logits:Tensor, key:Tensor, tau:Tensor, hard:bool, dim:int) -> tuple[Tensor, Tensor]:
-    "The sample (dtype of `logits`, categories at `dim`) and a 0-d bool: were all row maxima finite?"
+def _perturbed_like(logits:Tensor, key:Tensor, dim:int) -> Tensor:
+    "`z = logits + G` in the compute dtype from the compiled kernel, which runs over the categories-last row-major order; `z` has `logits`' layout."
     last = dim == logits.dim() - 1  # the common case: skip the (no-op) movedim calls
     x = (logits if last else logits.movedim(dim, -1)).to(_compute_dtype(logits.dtype)).contiguous()
-    y, _, finite = _run_kernel('hard' if hard else 'soft', x, key, tau)
-    y = y.to(logits.dtype)
-    return (y if last else y.movedim(-1, dim)), finite
+    z = _run_kernel('perturb', x, key)
+    return z if last else z.movedim(-1, dim)
+
+def _compiled_forward(logits:Tensor, key:Tensor, tau:float, t:Tensor, hard:bool, dim:int) -> Tensor:
+    "The sample in `logits`' dtype: the compiled noise, then the fast backend's softmax or one-hot in z's buffer (both validate `logits`)."
+    z = _perturbed_like(logits, key, dim)
+    y = _one_hot_of_max(z, dim, logits) if hard else _soft_from_perturbed(z, tau, t, dim, logits, True)
+    return y if y.dtype is logits.dtype else y.to(logits.dtype)
 
 SMALL_GRAD_MAX_NUMEL = 16_384  # soft samples with a gradient below this size keep their output (at most 64 KB in float32)
 
 class CompiledGumbelSoftmax(torch.autograd.Function):
-    "Fused Gumbel-softmax whose backward recomputes the soft sample from `(logits, key, tau)` instead of saving it."
+    "Gumbel-softmax on compiled counter-based noise whose backward recomputes the soft sample from `(logits, key, tau)`."
     @staticmethod
-    def forward(ctx, logits:Tensor, key:Tensor, tau:Tensor, hard:bool, dim:int, report:list):
-        y, finite = _compiled_forward(logits, key, tau, hard, dim)
-        report.append(finite)  # the validation flag leaves through a list: one output is cheaper than two
+    def forward(ctx, logits:Tensor, key:Tensor, tau:float, t:Tensor, hard:bool, dim:int):
+        y = _compiled_forward(logits, key, tau, t, hard, dim)
         ctx.dim, ctx.saved_output = dim, not hard and logits.numel() < SMALL_GRAD_MAX_NUMEL
-        ctx.save_for_backward(y if ctx.saved_output else logits, key, tau)
+        ctx.save_for_backward(y if ctx.saved_output else logits, key, t)
         return y
 
     @staticmethod
     def backward(ctx, grad:Tensor):
-        saved, key, tau = ctx.saved_tensors
-        dtype = _compute_dtype(saved.dtype)
-        if ctx.saved_output:  # saved is the sample y: softmax's backward y * (g - <g, y>), applied to g / tau
-            dx = torch._softmax_backward_data(grad.to(dtype) / tau, saved.to(dtype), ctx.dim, dtype)
-            return dx.to(saved.dtype), None, None, None, None, None
-        x, g = (t.movedim(ctx.dim, -1).to(dtype).contiguous() for t in (saved, grad))
-        return _run_kernel('backward', x, key, tau, g).to(saved.dtype).movedim(-1, ctx.dim), None, None, None, None, None
+        saved, key, t = ctx.saved_tensors
+        dtype, dim = _compute_dtype(saved.dtype), ctx.dim
+        if ctx.saved_output: y = saved.to(dtype)
+        else:  # the same noise again; shifting by the row maximum keeps z / tau finite
+            z = _perturbed_like(saved, key, dim)
+            y = torch.softmax(z.sub_(z.amax(dim, keepdim=True)).div_(t), dim, out=z)
+        dx = torch._softmax_backward_data(grad.to(dtype) / t, y, dim, dtype)  # softmax's backward, applied to g / tau
+        return dx.to(saved.dtype), None, None, None, None, None
 
 # %% ../nbs/05_performance.ipynb #c13f526b
 _COMPILED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -311,7 +295,7 @@ def compiled_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on t
                             *,
                             generator:torch.Generator|None=None, # source of the key; the global RNG when None
                            ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
-    "The 'compiled' backend: chapter 1's formula on counter-based noise, fused by `torch.compile` (its first call per kernel compiles)."
+    "The 'compiled' backend: chapter 1's formula on counter-based noise computed by `torch.compile`d code (its first call per dtype compiles)."
     if not _structure_ok(logits, dim): check_logits(logits, dim)
     tau = check_tau(tau)
     if isinstance(tau, Tensor):
@@ -320,16 +304,9 @@ def compiled_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on t
         raise ValueError(f"backend='compiled' needs float CPU logits, got dtype={logits.dtype} on device={logits.device}; use backend='fast'")
     dim %= logits.dim()
     key = draw_key(generator)
-    tau_t = _tau_tensor(tau, _compute_dtype(logits.dtype))
-    if torch.is_grad_enabled() and logits.requires_grad:
-        report = []
-        y = CompiledGumbelSoftmax.apply(logits, key, tau_t, bool(hard), dim, report)
-        finite = report[0]
-    else: y, finite = _compiled_forward(logits, key, tau_t, bool(hard), dim)
-    if not finite:
-        check_logits(logits, dim)  # raises the ValueError that names the bad entry
-        raise ValueError('logits contain a non-finite row maximum')  # unreachable: G is finite
-    return y
+    t = _tau_tensor(tau, _compute_dtype(logits.dtype))
+    if torch.is_grad_enabled() and logits.requires_grad: return CompiledGumbelSoftmax.apply(logits, key, tau, t, bool(hard), dim)
+    return _compiled_forward(logits, key, tau, t, bool(hard), dim)
 
 # %% ../nbs/05_performance.ipynb #db3eabcf
 _triton = {}  # 'fwd', 'bwd': the kernels, 'triton': the module; filled on first use
@@ -467,7 +444,7 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
     timers, numbers = {}, {}
     for name, fn in fns.items():
         for _ in range(warmup): fn()
-        timers[name] = _benchmark.Timer('fn()', globals={'fn': fn})
+        timers[name] = _benchmark.Timer('fn()', globals={'fn': fn}, num_threads=torch.get_num_threads())  # Timer's default is 1 thread
         numbers[name] = max(1, int(min_time / timers[name].blocked_autorange(min_run_time=min_time * 5).median))
     times = {name: [] for name in fns}
     for _ in range(rounds):
