@@ -219,12 +219,11 @@ def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch sh
     _check_backend(name)
 
 # %% ../nbs/05_performance.ipynb #ef98b892
-def _perturbed(x:Tensor, # contiguous float32 or float64 logits, categories last
+def _perturbed(x:Tensor, # float32 or float64 logits, flattened (1-D: one compiled graph serves every shape)
                key:Tensor, # int64 key `[k0, k1, gamma]` from `draw_key`
-              ) -> Tensor: # `z = x + G`, the noise of element i drawn from `(key, i)` in row-major order
+              ) -> Tensor: # `z = x + G`, the noise of element i drawn from `(key, i)`
     "The compiled backend's one kernel: logits plus counter-based Gumbel noise, in one loop over the elements."
-    counter = torch.arange(x.numel(), device=x.device).view(x.shape)
-    return x + counter_gumbel_noise(key, counter, x.dtype)
+    return x + counter_gumbel_noise(key, torch.arange(x.numel(), device=x.device), x.dtype)
 
 # %% ../nbs/05_performance.ipynb #1cf3f279
 _KERNELS = {'perturb': _perturbed}
@@ -254,7 +253,7 @@ def _perturbed_like(logits:Tensor, key:Tensor, dim:int) -> Tensor:
     "`z = logits + G` in the compute dtype from the compiled kernel, which runs over the categories-last row-major order; `z` has `logits`' layout."
     last = dim == logits.dim() - 1  # the common case: skip the (no-op) movedim calls
     x = (logits if last else logits.movedim(dim, -1)).to(_compute_dtype(logits.dtype)).contiguous()
-    z = _run_kernel('perturb', x, key)
+    z = _run_kernel('perturb', x.view(-1).detach(), key).view(x.shape)  # detached: not a view, so no guards on x's shape
     return z if last else z.movedim(-1, dim)
 
 def _compiled_forward(logits:Tensor, key:Tensor, tau:float, t:Tensor, hard:bool, dim:int) -> Tensor:
