@@ -239,7 +239,8 @@ def _run_kernel(name:str, *args):
     if key in compile_seconds: return _compiled[name](*args)
     start = time.perf_counter()
     try:
-        if name not in _compiled: _compiled[name] = torch.compile(_KERNELS[name], dynamic=True)
+        if name not in _compiled:  # symbolic sizes; the thread count is read at run time, so the 1-D loop is parallel
+            _compiled[name] = torch.compile(_KERNELS[name], dynamic=True, options={'cpp.dynamic_threads': True})
         out = _compiled[name](*args)
     except Exception as e:
         reason = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
