@@ -439,12 +439,13 @@ def interleaved_median_ms(fns:dict, # name -> zero-argument callable
                           rounds:int=15, # timed rounds; each times every candidate once
                           warmup:int=2, # untimed calls of each candidate first (caches, compilation)
                           min_time:float=2e-3, # seconds per timed measurement: fast calls are repeated to fill it
+                          threads:int|None=None, # torch threads during timing; None: `torch.get_num_threads()` (Timer's own default is 1)
                          ) -> dict: # name -> median milliseconds per call
     "Median time per call of each callable, measured with `torch.utils.benchmark` in interleaved rounds."
     timers, numbers = {}, {}
     for name, fn in fns.items():
         for _ in range(warmup): fn()
-        timers[name] = _benchmark.Timer('fn()', globals={'fn': fn}, num_threads=torch.get_num_threads())  # Timer's default is 1 thread
+        timers[name] = _benchmark.Timer('fn()', globals={'fn': fn}, num_threads=threads or torch.get_num_threads())
         numbers[name] = max(1, int(min_time / timers[name].blocked_autorange(min_run_time=min_time * 5).median))
     times = {name: [] for name in fns}
     for _ in range(rounds):
@@ -470,17 +471,18 @@ def bench_rows(shapes:list=((32, 2), (256, 10), (100, 200), (1, 50_000), (1024, 
                rounds:int=15, # interleaved timed rounds per row
                tau:float=1.0, # temperature
                backend:str|None=None, # the backend to time; None: `default_backend()`
-              ) -> list[dict]: # one dict per (shape, dtype, mode): shape, dtype, device, mode, backend, ours_ms, torch_ms, clone_ms
+               threads:int|None=None, # torch threads during timing; None: `torch.get_num_threads()`
+              ) -> list[dict]: # one dict per (shape, dtype, mode): shape, dtype, device, mode, backend, threads, ours_ms, torch_ms, clone_ms
     "Time a backend, `F.gumbel_softmax` and `clone` for each shape, dtype and mode, interleaved in one run."
-    backend = _check_backend(backend or default_backend())
+    backend, threads = _check_backend(backend or default_backend()), threads or torch.get_num_threads()
     rows = []
     for (b, k) in shapes:
         for dtype in dtypes:
             x = torch.randn(b, k, device=device).to(dtype)
             for mode in modes:
-                ms = interleaved_median_ms(_candidates(x, mode, tau, backend), rounds=rounds)
+                ms = interleaved_median_ms(_candidates(x, mode, tau, backend), rounds=rounds, threads=threads)
                 rows.append(dict(shape=f'{b}x{k}', dtype=str(dtype).replace('torch.', ''), device=str(torch.device(device).type),
-                                 mode=mode, backend=backend, ours_ms=ms['ours'], torch_ms=ms['torch'], clone_ms=ms['clone']))
+                                 mode=mode, backend=backend, threads=threads, ours_ms=ms['ours'], torch_ms=ms['torch'], clone_ms=ms['clone']))
     return rows
 
 def bench_table(rows:list[dict], # from `bench_rows`
@@ -506,6 +508,7 @@ def gumbel_tut_bench(shapes:str='32x2,256x10,100x200,1x50000,1024x1024,4096x1024
                      rounds:int=15, # interleaved timed rounds per row (medians are reported)
                      tau:float=1.0, # temperature
                      backend:str='fast', # the backend to time: reference, fast, compiled or triton
+                     threads:int=None, # torch threads during timing (default: torch's current count)
                      json:str=None, # also write the rows as a JSON list of objects to this path
                      version:store_true=False, # print the version and exit
                     ):
@@ -514,9 +517,10 @@ def gumbel_tut_bench(shapes:str='32x2,256x10,100x200,1x50000,1024x1024,4096x1024
     if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
     dts = [getattr(torch, d.strip()) for d in dtypes.split(',')]
     shape_list = [_parse_shape(s) for s in shapes.split(',')]
-    print(f'# gumbel-tut-bench: torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, '
+    threads = threads or torch.get_num_threads()
+    print(f'# gumbel-tut-bench: torch {torch.__version__}, device {device}, threads {threads}, '
           f'backend {backend}, {time.strftime("%Y-%m-%d %H:%M")}')
-    rows = bench_rows(shape_list, dts, device, [m.strip() for m in modes.split(',')], rounds, tau, backend)
+    rows = bench_rows(shape_list, dts, device, [m.strip() for m in modes.split(',')], rounds, tau, backend, threads)
     print(bench_table(rows))
     if compile_seconds: print('compile warm-up (s): ' + ', '.join(f'{n}/{str(d)[6:]} {s:.1f}' for (n, d), s in compile_seconds.items()))
     if json:

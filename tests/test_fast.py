@@ -372,7 +372,8 @@ def test_bench_json_rows(tmp_path):
     path = tmp_path / 'bench.json'
     rows = gumbel_tut_bench(shapes='16x10,160x128', dtypes='float32', device='cpu', modes='fwd,fwd+bwd,hard', rounds=2, json=str(path))
     assert json.loads(path.read_text()) == rows and len(rows) == 6
-    assert set(rows[0]) == {'shape', 'dtype', 'device', 'mode', 'backend', 'ours_ms', 'torch_ms', 'clone_ms'}
+    assert set(rows[0]) == {'shape', 'dtype', 'device', 'mode', 'backend', 'threads', 'ours_ms', 'torch_ms', 'clone_ms'}
+    assert all(r['threads'] == torch.get_num_threads() for r in rows)
     assert [r['mode'] for r in rows[:3]] == ['fwd', 'fwd+bwd', 'hard'] and rows[3]['shape'] == '160x128'
     assert all(r['backend'] == 'fast' and r[k] > 0 for r in rows for k in ('ours_ms', 'torch_ms', 'clone_ms'))
 
