@@ -134,7 +134,7 @@ def _one_hot_of_max(z:Tensor, dim:int, logits:Tensor) -> Tensor:
 
 def _small_sample(x:Tensor, tau:float, t:Tensor, hard:bool, dim:int, generator) -> Tensor:
     "The sampler for contiguous float32 CPU `x` of 1 to `_WHOLE_SEARCH_MAX` elements and a checked numeric `tau` (`t`: its tensor)."
-    u = torch.rand_like(x, generator=generator)
+    u = torch.rand_like(x) if generator is None else torch.rand_like(x, generator=generator)  # a keyword costs time here
     lo, hi = torch.aminmax(u)   # few draws: one min and max over all of them tells whether any needs completing
     log_e = u.log_().neg_().log_() if lo.item() >= _BULK_LO and hi.item() < _BULK_HI else _log_e_completed(u, generator)
     if x.requires_grad and torch.is_grad_enabled():
