@@ -18,6 +18,7 @@ from torch import Tensor
 from fastcore.basics import patch
 from .gumbel import check_logits, gumbel_noise, gumbel_max, _compute_dtype
 from .relax import gumbel_softmax, check_tau, straight_through, _tau_against
+from .checks import values_checkable
 
 # %% ../nbs/02_estimators.ipynb #70f949d5
 def _check_positive_int(value, name:str, minimum:int=1) -> int:
@@ -81,6 +82,13 @@ class Estimator:
         return f"{type(self).__name__}({attrs})"
 
 # %% ../nbs/02_estimators.ipynb #f5b2dbc7
+def _one_hot(index:Tensor, # int64 categories, `like.shape` without `dim`
+             like:Tensor, # a tensor of the result's shape, dtype and device
+             dim:int=-1, # the category dimension
+            ) -> Tensor: # 1 at `index` along `dim`, 0 elsewhere
+    "One-hot by a scatter: `F.one_hot` reads the indices on the host to check their range (a sync, and no `torch.compile`)."
+    return torch.zeros_like(like).scatter_(dim, index.unsqueeze(dim), 1.0)
+
 def _log_prob_per_loss(loss:Tensor, logits:Tensor, z:Tensor) -> Tensor:
     "log p(z) of one-hot samples `z`, summed over the variables that share one entry of `loss` (shape checked)."
     log_p = torch.log_softmax(logits, -1).expand_as(z).gather(-1, z.argmax(-1, keepdim=True)).squeeze(-1)
@@ -111,7 +119,7 @@ class ReinforceEstimator(Estimator):
 
     def _sample(self, logits, tau, generator):
         index = gumbel_max(logits.detach(), generator=generator)
-        return F.one_hot(index, logits.shape[-1]).to(logits.dtype)
+        return _one_hot(index, logits)
 
     def surrogate(self, loss:Tensor, logits:Tensor, z:Tensor, f=None) -> Tensor:
         "`loss` plus a zero-valued term whose gradient w.r.t. `logits` is (f - b) * grad log p(z); `f` is not needed."
@@ -132,7 +140,7 @@ class StraightThroughEstimator(Estimator):
     name = 'st'
     def _sample(self, logits, tau, generator):
         index = gumbel_max(logits.detach(), generator=generator)
-        hard = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
+        hard = _one_hot(index, logits)
         return straight_through(hard, torch.softmax(logits, -1))
 
 # %% ../nbs/02_estimators.ipynb #b5f9cba6
@@ -155,6 +163,7 @@ def _check_index(logits:Tensor, index:Tensor, dim:int) -> Tensor:
     if index.shape != shape:
         raise ValueError(f"index must have shape {tuple(shape)} (logits.shape without dim={dim}), got {tuple(index.shape)}")
     n = logits.shape[dim]
+    if not values_checkable(logits, index): return index
     if ((index < 0) | (index >= n)).any():
         raise ValueError(f"index must be in [0, {n - 1}], got values from {int(index.min())} to {int(index.max())}")
     if logits.gather(dim, index.unsqueeze(dim)).isneginf().any():
@@ -203,7 +212,7 @@ def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a c
     theta = logits.to(dtype)
     noise = torch.where(theta.isfinite(), perturbed - theta.detach(), 0.0)  # G, held fixed
     soft = torch.softmax((theta + noise) / tau, dim + 1).mean(0)
-    hard = F.one_hot(index, logits.shape[dim]).movedim(-1, dim).to(soft.dtype)
+    hard = _one_hot(index, soft, dim)
     return straight_through(hard, soft).to(logits.dtype)
 
 class GumbelRaoEstimator(Estimator):
@@ -264,7 +273,7 @@ class RebarEstimator(Estimator):
         g = gumbel_noise(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)  # z = theta + g
         index = (theta + g).argmax(-1)                                                              # b = H(z)
         g_cond = gumbel_noise(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)  # for z~ | b
-        z = F.one_hot(index, theta.shape[-1]).to(logits.dtype)
+        z = _one_hot(index, logits)
         self._noise = (z, g, g_cond)  # surrogate() rebuilds z and z~ from this noise, as functions of the logits
         return z
 

@@ -9,10 +9,11 @@ __all__ = ['LOGIT_DTYPES', 'gumbel_log_pdf', 'gumbel_cdf', 'gumbel_noise', 'chec
            'chi_square_pvalue', 'markdown_table', 'plackett_luce_log_prob', 'gumbel_topk']
 
 # %% ../nbs/00_gumbel.ipynb #ab506366
-import math, numbers
+import math, numbers, operator
 from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
+from .checks import values_checkable
 
 # %% ../nbs/00_gumbel.ipynb #edbaeddb
 def gumbel_log_pdf(x:Tensor, # points at which to evaluate the density
@@ -61,7 +62,7 @@ def _check_dim(dim, ndim:int, shape:tuple, name:str) -> int:
     "`dim` as a non-negative index into `ndim` dimensions, or a `ValueError` naming it (bools and floats are not dims)."
     if isinstance(dim, bool) or not hasattr(type(dim), '__index__'):  # ints, NumPy ints; not bools, floats or None
         raise ValueError(f"dim must be an int, got {type(dim).__name__} dim={dim!r}")
-    dim = type(dim).__index__(dim)
+    dim = dim if type(dim) is int else operator.index(dim)  # NumPy ints too (operator.index: torch.compile traces it)
     if not -ndim <= dim < ndim:
         raise ValueError(f"dim={dim} is out of range for {name} with {ndim} dimension(s) (shape {shape})")
     return dim % ndim
@@ -70,20 +71,19 @@ def check_logits(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a
                  dim:int=-1, # the category dimension
                  name:str='logits', # argument name used in error messages
                 ) -> int: # `dim` as a non-negative index
-    "Raise a `ValueError` naming `name` unless `logits` is a float16/bfloat16/float32/float64 tensor with a valid distribution along `dim`."
+    "Raise a `ValueError` naming `name` unless `logits` is a float16/bfloat16/float32/float64 tensor with a valid distribution along `dim` (values: see `values_checkable`)."
     if not isinstance(logits, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}; wrap it with torch.as_tensor(..., dtype=torch.float32)")
     if not logits.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype={logits.dtype}; convert it with {name}.float()")
     if logits.dtype not in LOGIT_DTYPES:
         raise ValueError(f"{name} has dtype={logits.dtype}, which the samplers do not compute in; convert it with {name}.float()")
-    if logits.device.type == 'meta':
-        raise ValueError(f"{name} is a meta tensor (shape {tuple(logits.shape)}, no values): sampling needs real values")
     if logits.dim() == 0:
         raise ValueError(f"{name} must have at least one dimension (the categories), got a 0-d tensor")
     dim = _check_dim(dim, logits.dim(), tuple(logits.shape), name)
     if logits.shape[dim] == 0:
         raise ValueError(f"{name} has no categories: size 0 along dim={dim} (shape {tuple(logits.shape)})")
+    if not values_checkable(logits): return dim  # validation off, compiling, vmap or meta: the checks above only
     if (bad := logits.isnan()).any():
         raise ValueError(f"{name} contains NaN (first at index {_first_index(bad)})")
     if (bad := logits.isposinf()).any():
@@ -186,7 +186,9 @@ def _check_k(k, # the subset size to check
     "`ValueError` naming `k` unless it is an int from 1 to the number of finite logits in every slice along `dim`."
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got k={k!r}")
-    n_finite = int(logits.isfinite().sum(dim).min()) if logits.numel() else logits.shape[dim]  # no slices: nothing to check
+    if k > logits.shape[dim]: raise ValueError(f"k={k} is larger than the {logits.shape[dim]} categories of logits along dim={dim}")
+    if not values_checkable(logits) or not logits.numel(): return  # the count of finite logits reads values
+    n_finite = int(logits.isfinite().sum(dim).min())
     if k > n_finite:
         raise ValueError(f"k={k} is larger than the number of finite logits ({n_finite}) in some slice of logits along dim={dim}; "
                          "masked (-inf) categories cannot be drawn")

@@ -14,6 +14,7 @@ import math, numbers, warnings
 import torch
 from torch import Tensor
 from .gumbel import check_logits, perturb, gumbel_noise, _compute_dtype, _first_index, _TINY_UNIFORM, _check_k
+from .checks import values_checkable
 
 # %% ../nbs/01_relax.ipynb #c9672394
 def _tau_range(dtype:torch.dtype) -> tuple[float, float]:
@@ -32,7 +33,7 @@ def check_tau(tau:float|Tensor, # temperature: a positive finite number, or a fl
     if isinstance(tau, Tensor):
         if not tau.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got dtype={tau.dtype}; convert it with {name}.float()")
-        if tau.device.type == 'meta': raise ValueError(f"{name} is a meta tensor (no values); give it real values")
+        if not values_checkable(tau): return tau  # validation off, compiling, vmap or meta: no values to read
         if (bad := ~(torch.isfinite(tau) & (tau > 0))).any():
             i = _first_index(bad) if tau.dim() else ()
             raise ValueError(f"{name} must be positive and finite, got {name}{list(i) if i else ''}={tau.detach()[i].item()} ({hint})")
@@ -199,8 +200,8 @@ class _SimplexRelaxed(Distribution):
             raise ValueError("give exactly one of logits or probs")
         if probs is not None:
             check_logits(probs, name='probs')
-            if (bad := probs < 0).any(): raise ValueError(f"probs must be non-negative, got a negative entry at index {_first_index(bad)}")
-            if (bad := (probs.sum(-1) == 0)).any(): raise ValueError(f"probs has a slice summing to 0 (first at batch index {_first_index(bad)})")
+            if values_checkable(probs) and (bad := probs < 0).any(): raise ValueError(f"probs must be non-negative, got a negative entry at index {_first_index(bad)}")
+            if values_checkable(probs) and (bad := (probs.sum(-1) == 0)).any(): raise ValueError(f"probs has a slice summing to 0 (first at batch index {_first_index(bad)})")
             logits = (probs / probs.sum(-1, keepdim=True)).log()  # exact zeros stay masked (-inf), unlike clamping
         else:
             check_logits(logits)
@@ -214,7 +215,8 @@ class _SimplexRelaxed(Distribution):
         self.logits = logits.expand(batch_shape + logits.shape[-1:])
         self.temperature = temperature.expand(batch_shape)
         self.hard = bool(hard)
-        super().__init__(batch_shape, logits.shape[-1:], validate_args=validate_args)
+        checkable = values_checkable(logits, temperature)  # torch's own parameter checks read values too
+        super().__init__(batch_shape, logits.shape[-1:], validate_args=validate_args if checkable else False)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(type(self), _instance)
@@ -279,7 +281,7 @@ class ExpGumbelSoftmax(_SimplexRelaxed):
 
     def log_prob(self, value:Tensor) -> Tensor:
         "ExpConcrete log-density of `value` (a log-simplex point)."
-        if self._validate_args: self._check_value(value, log_space=True)
+        if self._validate_args and values_checkable(value): self._check_value(value, log_space=True)
         return exp_concrete_log_prob(value, self.logits, self.temperature)
 
 class GumbelSoftmax(_SimplexRelaxed):
@@ -311,7 +313,7 @@ class GumbelSoftmax(_SimplexRelaxed):
 
     def log_prob(self, value:Tensor) -> Tensor:
         "Concrete log-density of a soft value on the simplex (boundary points: the limit, never NaN)."
-        if self._validate_args: self._check_value(value, log_space=False)
+        if self._validate_args and values_checkable(value): self._check_value(value, log_space=False)
         return concrete_log_prob(value, self.logits, self.temperature)
 
 # %% ../nbs/01_relax.ipynb #77b1511b
