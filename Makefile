@@ -59,11 +59,12 @@ test-triton: setup
 	$(PIP_INSTALL) -c constraints.txt -e '.[triton]'
 	$(BIN)/python -m pytest -p no:xdist -q tests/test_triton.py
 
-## bench-gpu: on a machine with a CUDA GPU: the Triton tests on CUDA, then the GPU benchmark (writes bench-gpu.json)
+## bench-gpu: on a machine with a CUDA GPU: the Triton tests on CUDA, every sampler under CUDA's sync debug mode, then the GPU benchmark (writes bench-gpu.json)
 bench-gpu: setup
 	$(PIP_INSTALL) -c constraints.txt -e '.[triton]'
 	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make bench-gpu: no CUDA device here')"
 	$(BIN)/python -m pytest -p no:xdist -q tests/test_triton.py
+	$(BIN)/python scripts/cuda_sync_check.py
 	$(BIN)/gumbel-tut-bench --device cuda --backend triton --shapes 65536x4096,8192x32000 --json bench-gpu.json
 	$(BIN)/gumbel-tut-bench --device cuda --backend fast --shapes 65536x4096,8192x32000 --json bench-gpu-fast.json
 

@@ -3,22 +3,11 @@ tensors, empty batches, and no host reads with validation off (Library note: inp
 `F.gumbel_softmax` runs through the same harness first, so a harness that could not pass is caught."""
 import pytest, torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from gumbel_tut.checks import validation, validation_enabled, set_validation
+from gumbel_tut.checks import validation, validation_enabled, set_validation, HostReads
 from gumbel_tut.gumbel import gumbel_max, gumbel_topk
 from gumbel_tut.relax import relaxed_topk, GumbelSoftmax, ExpGumbelSoftmax
 from gumbel_tut.estimators import ESTIMATORS, get_estimator
 from gumbel_tut import gumbel_softmax
-
-aten = torch.ops.aten
-HOST_READS = {aten._local_scalar_dense, aten.nonzero, aten.is_nonzero}  # every way a tensor's value reaches Python
-
-class CountHostReads(TorchDispatchMode):
-    "Count the dispatcher calls that copy a tensor's values to the host (on CUDA, each is a sync)."
-    def __init__(self): super().__init__(); self.calls = []
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in HOST_READS: self.calls.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 # name -> (function of logits (B, K), differentiable?)
 SAMPLERS = {
@@ -62,7 +51,7 @@ def test_validation_switch_defaults_on_and_restores():
 def test_no_host_reads_with_validation_off(name):
     fn, differentiable = SAMPLERS[name]
     x = logits(grad=differentiable)
-    with validation(False), CountHostReads() as counter:
+    with validation(False), HostReads() as counter:
         y = fn(x)
         if differentiable: (y.float() * torch.arange(y.numel()).view(y.shape)).sum().backward()
     assert counter.calls == [], f'{name}: host reads {counter.calls}'
