@@ -37,11 +37,16 @@ def validation(enabled:bool, # the setting inside the `with` block
     finally: set_validation(previous)
 
 # %% ../nbs/10_checks.ipynb #1bc15e8d
+_is_compiling = torch.compiler.is_compiling
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # a vmap or grad wrapper around a tensor
+
 def values_checkable(*tensors, # the tensors whose values a check would read (non-tensors are ignored)
                     ) -> bool: # True: run the value checks
     "Whether a sampler should check values: validation on, not tracing for `torch.compile`, no meta or `torch.func`-wrapped tensor."
-    if not _enabled or torch.compiler.is_compiling(): return False
-    return not any(isinstance(t, Tensor) and (t.is_meta or torch._C._functorch.is_functorch_wrapped_tensor(t)) for t in tensors)
+    if not _enabled or _is_compiling(): return False
+    for t in tensors:  # a loop, not any(...): this runs on every call of every sampler
+        if isinstance(t, Tensor) and (t.is_meta or _is_wrapped(t)): return False
+    return True
 
 # %% ../nbs/10_checks.ipynb #1c13acba
 class HostReads(TorchDispatchMode):
