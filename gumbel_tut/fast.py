@@ -147,7 +147,7 @@ def _perturbed(x:Tensor, generator, track:bool) -> Tensor:
     return gumbel_noise(x.shape, generator=generator, dtype=x.dtype, device=x.device).add_(x)  # chapter 0's float64 draw
 
 def _small_sample(x:Tensor, temp:_Temperature, hard:bool, dim:int, generator) -> Tensor:
-    "`_perturbed` and `_from_perturbed` written out for contiguous float32 CPU `x` of 1 to `_WHOLE_SEARCH_MAX` elements: the same draws in fewer Python steps."
+    "The sampler for contiguous float32 CPU `x` of 1 to `_WHOLE_SEARCH_MAX` elements: `_perturbed` written out, the same draws in fewer Python steps."
     u = torch.rand_like(x) if generator is None else torch.rand_like(x, generator=generator)  # a None keyword costs time here
     log_e = _log_e_completed(u, generator) if _any_tail(u) else u.log_().neg_().log_()
     track = torch.is_grad_enabled() and x.requires_grad
