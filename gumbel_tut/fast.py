@@ -61,8 +61,8 @@ def _log_e_completed(u:Tensor, # contiguous float32 uniforms, overwritten by the
 
 def _log_exponential_like(x:Tensor, generator) -> Tensor:
     "`fast_log_exponential(x.shape, generator)` for a float32 `x`, computed in place in one new buffer."
-    u = (torch.rand_like(x, generator=generator) if x.is_contiguous()  # `rand_like` costs less per call than `rand`
-         else torch.rand_like(x, memory_format=torch.contiguous_format, generator=generator))
+    if not x.is_contiguous(): u = torch.rand_like(x, memory_format=torch.contiguous_format, generator=generator)
+    else: u = torch.rand_like(x) if generator is None else torch.rand_like(x, generator=generator)  # cheaper than `rand`; no None keyword
     index = _tail_index(u) if x.numel() else None
     return u.log_().neg_().log_() if index is None else _log_e_completed(u, generator, index)
 
@@ -117,41 +117,65 @@ def _validate(total:Tensor, # 0-d: a reduction of the sample that a NaN, +inf or
 def _soft(z:Tensor, temp:_Temperature|Tensor, dim:int, logits:Tensor) -> Tensor:
     "softmax(z / tau) along `dim`, in `z`'s buffer unless autograd records it (`z` is overwritten either way); validates `logits`."
     if type(temp) is not _Temperature: z = _scaled(z, temp, dim)  # a tensor tau: chapter 1's masked division
-    elif temp.value != 1.0:
-        grad = z.requires_grad
-        if temp.value < 1.0: z.sub_((z.detach() if grad else z).amax(dim, keepdim=True))  # every entry <= 0: z / tau cannot overflow
-        z.div_(temp.value if grad else temp.tensor)  # the same quotients; autograd's backward is quicker for a number
+    elif temp.value != 1.0:  # a number: never recorded by autograd here (see `_SoftSample`)
+        if temp.value < 1.0: z.sub_(z.amax(dim, keepdim=True))  # every entry <= 0 now: z / tau cannot overflow
+        z.div_(temp.tensor)
     y = torch.softmax(z, dim) if z.requires_grad else torch.softmax(z, dim, out=z)
     # a bad row's softmax is NaN in every entry: the maximum of the sample, or the sum of one column when it is large, tells
     _validate(y.max() if 0 < y.numel() <= _WHOLE_SEARCH_MAX else y.select(dim, 0).sum(), logits, dim)
     return y
 
-def _from_perturbed(z:Tensor, temp:_Temperature|Tensor, hard:bool, dim:int, logits:Tensor, track:bool) -> Tensor:
-    "The sample from the perturbed logits `z` (overwritten), in `logits`' dtype; validates `logits`."
-    if hard and not track:  # the one-hot alone: no exponentials
-        _validate(z.amax(dim).sum(), logits, dim)
-        y = one_hot_argmax(z, dim)
-    else:
-        one_hot = one_hot_argmax(z, dim) if hard else None  # before `_soft` overwrites z
-        y = _soft(z, temp, dim, logits)
-        if hard: y = straight_through(one_hot, y)
-    return y if y.dtype is logits.dtype else y.to(logits.dtype)
-
 def _minus(x:Tensor, log_e:Tensor, track:bool) -> Tensor:
     "`z = x - log E` in the noise's buffer; autograd records the in-place form `(-log E) + x`, the same numbers."
     return log_e.neg_().add_(x) if track else torch.sub(x, log_e, out=log_e)
 
-def _perturbed(x:Tensor, generator, track:bool) -> Tensor:
+def _perturbed(x:Tensor, generator, track:bool=False) -> Tensor:
     "`z = x + G` in the noise's buffer (`track`: autograd records it)."
     if x.is_cpu and x.dtype is _F32: return _minus(x, _log_exponential_like(x, generator), track)  # this note's noise
     return gumbel_noise(x.shape, generator=generator, dtype=x.dtype, device=x.device).add_(x)  # chapter 0's float64 draw
 
+def _from_perturbed(z:Tensor, temp:_Temperature|Tensor, hard:bool, dim:int, logits:Tensor, track:bool=False) -> Tensor:
+    "The sample from the perturbed logits `z` (overwritten), in the compute dtype; validates `logits`."
+    if hard and not track:  # the one-hot alone: no exponentials
+        _validate(z.amax(dim).sum(), logits, dim)
+        return one_hot_argmax(z, dim)
+    one_hot = one_hot_argmax(z, dim) if hard else None  # before `_soft` overwrites z
+    y = _soft(z, temp, dim, logits)
+    return straight_through(one_hot, y) if hard else y
+
+# %% ../nbs/12_fast.ipynb #9d2e3f40
+class _SoftSample(torch.autograd.Function):
+    "The soft sample at a numeric temperature as one autograd node: the forward pass is the computation without autograd (one buffer, kept for the backward pass), the backward pass is softmax's, divided by tau."
+    @staticmethod
+    def forward(ctx, x:Tensor, temp:_Temperature, hard:bool, dim:int, generator, logits:Tensor):
+        z = _perturbed(x, generator)
+        one_hot = one_hot_argmax(z, dim) if hard else None  # before `_soft` overwrites z
+        y = _soft(z, temp, dim, logits)
+        ctx.save_for_backward(y)
+        ctx.dim, ctx.tau = dim, temp.value
+        if not hard: return y
+        ctx.mark_non_differentiable(one_hot)
+        return y, one_hot
+
+    @staticmethod
+    def backward(ctx, grad:Tensor, *one_hot_grad):
+        y, = ctx.saved_tensors
+        dz = torch._softmax_backward_data(grad, y, ctx.dim, y.dtype)  # y * (grad - <grad, y>_dim), itself differentiable
+        return (dz if ctx.tau == 1.0 else dz.div_(ctx.tau)), None, None, None, None, None
+
+def _tracked_sample(x:Tensor, temp:_Temperature|Tensor, hard:bool, dim:int, generator, logits:Tensor) -> Tensor:
+    "The sample when autograd records the call: one `_SoftSample` node for a numeric tau, op by op for a tensor tau (its gradient reaches tau)."
+    if type(temp) is not _Temperature: return _from_perturbed(_perturbed(x, generator, True), temp, hard, dim, logits, True)
+    if not hard: return _SoftSample.apply(x, temp, False, dim, generator, logits)
+    y, one_hot = _SoftSample.apply(x, temp, True, dim, generator, logits)
+    return straight_through(one_hot, y)
+
 def _small_sample(x:Tensor, temp:_Temperature, hard:bool, dim:int, generator) -> Tensor:
     "The sampler for contiguous float32 CPU `x` of 1 to `_WHOLE_SEARCH_MAX` elements: `_perturbed` written out, the same draws in fewer Python steps."
+    if torch.is_grad_enabled() and x.requires_grad: return _tracked_sample(x, temp, hard, dim, generator, x)
     u = torch.rand_like(x) if generator is None else torch.rand_like(x, generator=generator)  # a None keyword costs time here
     log_e = _log_e_completed(u, generator) if _any_tail(u) else u.log_().neg_().log_()
-    track = torch.is_grad_enabled() and x.requires_grad
-    return _from_perturbed(_minus(x, log_e, track), temp, hard, dim, x, track)
+    return _from_perturbed(torch.sub(x, log_e, out=log_e), temp, hard, dim, x)
 
 # %% ../nbs/12_fast.ipynb #38ba3093
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
@@ -168,5 +192,7 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any bat
             and (generator is None or type(generator) is torch.Generator)):  # the gate: small calls that `_checked` would pass
         return _small_sample(logits, temp, hard, dim, generator)
     x, temp = _checked(logits, tau, dim, generator)
-    track = torch.is_grad_enabled() and (x.requires_grad or isinstance(temp, Tensor) and temp.requires_grad)
-    return _from_perturbed(_perturbed(x, generator, track), temp, hard, dim, logits, track)
+    if torch.is_grad_enabled() and (x.requires_grad or isinstance(temp, Tensor) and temp.requires_grad):
+        y = _tracked_sample(x, temp, hard, dim, generator, logits)
+    else: y = _from_perturbed(_perturbed(x, generator), temp, hard, dim, logits)
+    return y if y.dtype is logits.dtype else y.to(logits.dtype)

@@ -311,7 +311,26 @@ def test_one_bxk_buffer_per_call(shape, tau):
         assert len(buffers.ops) == want, (hard, buffers.ops)
     xg = x.clone().requires_grad_()
     with NewBuffers(x.numel() * 4) as buffers: fast_gumbel_softmax(xg, tau, generator=gen(44))
-    assert len(buffers.ops) == 2, buffers.ops   # with autograd: the noise buffer (z in place) and the sample it keeps
+    assert len(buffers.ops) == 1, buffers.ops   # with autograd too: the noise buffer becomes the sample that autograd keeps
+    up = torch.ones_like(x)
+    with NewBuffers(x.numel() * 4) as buffers: torch.autograd.grad(fast_gumbel_softmax(xg, tau, generator=gen(44)), xg, up)
+    assert len(buffers.ops) == 2, buffers.ops   # and the backward pass one more: softmax's backward, divided by tau in place
+
+def test_second_derivatives_float64():
+    "The soft sample's backward is differentiable, as chapter 1's is: gradcheck and gradgradcheck at a fixed generator state."
+    theta = torch.randn(4, 6, dtype=torch.float64, generator=gen(49), requires_grad=True)
+    for tau in (0.4, 1.0, 2.5):
+        sample = lambda t: fast_gumbel_softmax(t, tau, generator=gen(50))
+        assert torch.autograd.gradcheck(sample, (theta,)) and torch.autograd.gradgradcheck(sample, (theta,))
+    big = torch.randn(300, 400, requires_grad=True)   # float32, the fast noise; second derivative against autograd's formula
+    up = torch.randn(300, 400, generator=gen(51))
+    y = fast_gumbel_softmax(big, 0.5, generator=gen(52))
+    g, = torch.autograd.grad(y, big, up, create_graph=True)
+    h, = torch.autograd.grad((g * up).sum(), big)
+    z = (big - fast_log_exponential(big.shape, gen(52))).detach().requires_grad_()
+    g_ref, = torch.autograd.grad(torch.softmax(z / 0.5, -1), z, up, create_graph=True)
+    h_ref, = torch.autograd.grad((g_ref * up).sum(), z)
+    torch.testing.assert_close(h, h_ref, rtol=1e-3, atol=1e-5)
 
 @pytest.mark.parametrize('tau', [1e-3, 0.1, 0.5, 1.0, 2.0])
 @pytest.mark.parametrize('shape', [(3, 5), (400, 300)])
