@@ -53,7 +53,7 @@ def public_names():
         obj = getattr(gumbel_tut, name)
         module = getattr(obj, '__module__', None) if inspect.isclass(obj) or inspect.isfunction(obj) else None
         module = module if module and module.startswith('gumbel_tut.') else next(
-            m.__name__ for m in map(importlib.import_module, [f'gumbel_tut.{c}' for c in ('gumbel', 'relax', 'estimators', 'data', 'vae', 'fast')])
+            m.__name__ for m in map(importlib.import_module, [f'gumbel_tut.{c}' for c in ('gumbel', 'relax', 'estimators', 'data', 'vae', 'fast', 'counter', 'triton_backend', 'backends', 'bench')])
             if name in m.__all__)
         names[name] = f'{module}.{name}'
         if inspect.isclass(obj):

@@ -9,7 +9,9 @@ tested in one chapter notebook (nbs/NN_*.ipynb):
 - `gumbel_tut.estimators` (chapter 2): gradient estimators for discrete choices
 - `gumbel_tut.data` (chapter 3): data sets for the VAE (needs the [vae] extra)
 - `gumbel_tut.vae` (chapter 4): the categorical VAE, its trainer and `gumbel-tut-vae` (needs the [vae] extra)
-- `gumbel_tut.fast` (chapter 5): the fused CPU fast path and `gumbel-tut-bench`
+- library notes (nbs/11-16): `gumbel_tut.fast` (the fast default backend), `gumbel_tut.counter`, `gumbel_tut.triton_backend`,
+  `gumbel_tut.backends` (the public `gumbel_softmax` and its backends), `gumbel_tut.bench` (`gumbel-tut-bench`);
+  `gumbel_tut.helpers` holds the tutorial's test, table and timing helpers
 
 Every public name is importable from `gumbel_tut`. Website: https://gumbel-tut.github.io/gumbel_tut/"""
 

@@ -11,11 +11,15 @@ from gumbel_tut.gumbel import *
 from gumbel_tut.relax import *
 from gumbel_tut.estimators import *
 from gumbel_tut.fast import *
-from gumbel_tut import gumbel, relax, estimators, fast
+from gumbel_tut.counter import *
+from gumbel_tut.triton_backend import *
+from gumbel_tut.backends import *
+from gumbel_tut.bench import *
+from gumbel_tut import gumbel, relax, estimators, fast, counter, triton_backend, backends, bench
 from gumbel_tut._modidx import d as _modidx
 
 # `gumbel_tut/__init__.py` re-exports this module: `from gumbel_tut import *` gives every chapter's public names.
-__all__ = [name for module in (gumbel, relax, estimators, fast) for name in module.__all__]
+__all__ = [name for module in (gumbel, relax, estimators, fast, counter, triton_backend, backends, bench) for name in module.__all__]
 _missing_extras = {}  # chapter module -> the ImportError that names the pip extra it needs
 
 for _chapter in ('data', 'vae'):  # they need the [vae] extra (scikit-learn, matplotlib, tqdm)

@@ -6,11 +6,10 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/gumbel.html.md"""
 
 # %% auto #0
 __all__ = ['LOGIT_DTYPES', 'gumbel_log_pdf', 'gumbel_cdf', 'gumbel_noise', 'check_logits', 'perturb', 'gumbel_max',
-           'chi_square_pvalue', 'markdown_table', 'plackett_luce_log_prob', 'gumbel_topk']
+           'plackett_luce_log_prob', 'gumbel_topk']
 
 # %% ../nbs/00_gumbel.ipynb #ab506366
-import math, numbers, operator
-from collections.abc import Iterable, Mapping
+import math, operator
 import torch
 from torch import Tensor
 from .checks import values_checkable
@@ -30,6 +29,12 @@ def gumbel_cdf(x:Tensor, # points at which to evaluate the distribution function
 # %% ../nbs/00_gumbel.ipynb #68ab7ed0
 _TINY_UNIFORM = 2.0**-54  # half the float64 grid of torch.rand: keeps log(U) finite
 
+def _check_generator(generator) -> None:
+    "`ValueError` naming `generator` unless it is a `torch.Generator` or None (for a seed, torch's own error is a TypeError)."
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} generator={generator!r}"
+                         f"{'; for a seed use torch.Generator().manual_seed(seed)' if isinstance(generator, int) else ''}")
+
 def gumbel_noise(shape:int|tuple|torch.Size, # shape of the noise tensor
                  *,
                  generator:torch.Generator|None=None, # source of randomness; the global RNG when None
@@ -43,9 +48,7 @@ def gumbel_noise(shape:int|tuple|torch.Size, # shape of the noise tensor
     except TypeError: signed_range = False  # packed formats such as float4 have no finfo
     if not signed_range:
         raise ValueError(f"dtype={dtype} cannot hold Gumbel noise (values from about -3.6 to 36.7); use torch.float32")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} generator={generator!r}"
-                         f"{'; for a seed use torch.Generator().manual_seed(seed)' if isinstance(generator, int) else ''}")
+    _check_generator(generator)
     if isinstance(shape, int): shape = (shape,)
     if any(int(s) < 0 for s in shape): raise ValueError(f"shape must have non-negative sizes, got shape={tuple(shape)}")
     u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device).clamp_(min=_TINY_UNIFORM)
@@ -113,54 +116,6 @@ def gumbel_max(logits:Tensor, # unnormalized log-probabilities, any batch shape;
     "Sample categories with probabilities `softmax(logits, dim)` by the Gumbel-max trick."
     dim = check_logits(logits, dim)
     return perturb(logits, generator).argmax(dim)
-
-# %% ../nbs/00_gumbel.ipynb #93c8c777
-def chi_square_pvalue(counts:Tensor, # observed counts per category (1-d)
-                      probs:Tensor, # the probabilities the sampler claims, same length; zeros allowed
-                     ) -> float: # Pearson chi-square p-value; 0.0 if a zero-probability category was drawn
-    "Goodness-of-fit p-value of sampled `counts` against `probs` by Pearson's chi-square test."
-    counts, probs = counts.double().flatten(), probs.double().flatten()
-    if counts.shape != probs.shape: raise ValueError(f"counts and probs must have the same length, got {len(counts)} and {len(probs)}")
-    if (counts[probs == 0] > 0).any(): return 0.0
-    keep = probs > 0
-    expected = counts.sum() * probs[keep] / probs[keep].sum()
-    stat = ((counts[keep] - expected) ** 2 / expected).sum()
-    return float(torch.special.gammaincc(torch.tensor((int(keep.sum()) - 1) / 2, dtype=torch.float64), stat / 2))  # chi-square survival, k-1 dof
-
-# %% ../nbs/00_gumbel.ipynb #65aa86c1
-def _markdown_cell(value, floatfmt:str) -> str:
-    "One table cell: floats through `floatfmt`, None empty, anything else `str`; `|` escaped, newlines as spaces."
-    if value is None: text = ''
-    elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral): text = format(value, floatfmt)
-    else: text = str(value)
-    return text.replace('|', r'\|').replace('\n', ' ')  # an unescaped pipe or a newline would break the row
-
-def markdown_table(rows:list[dict], # one dict per row: column name -> value
-                   cols:list|None=None, # the columns to show, in order; None: the keys of the first row
-                   floatfmt:str='.3g', # format spec of the float cells, e.g. '.2f' ('' prints them as `str` does)
-                  ):
-    "An `IPython.display.Markdown` table of `rows`: floats formatted, `None` empty, `|` escaped in names and cells."
-    if isinstance(rows, (str, Mapping)) or not isinstance(rows, Iterable):
-        raise ValueError(f"rows must be a list of dicts (one per row), got {type(rows).__name__} rows={rows!r}")
-    rows = list(rows)
-    if not rows: raise ValueError(f"rows must hold at least one row, got rows={rows!r}")
-    if bad := [i for i, r in enumerate(rows) if not isinstance(r, Mapping)]:
-        raise ValueError(f"rows must be dicts of column -> value, got rows[{bad[0]}]={rows[bad[0]]!r}")
-    if cols is not None and (isinstance(cols, str) or not isinstance(cols, Iterable)):
-        raise ValueError(f"cols must be a list of column names or None, got {type(cols).__name__} cols={cols!r}")
-    cols = list(rows[0]) if cols is None else list(cols)
-    if not cols: raise ValueError(f"the table needs a column, got cols={cols!r} (cols=None takes the keys of rows[0])")
-    for i, r in enumerate(rows):
-        if missing := [c for c in cols if c not in r]:
-            raise ValueError(f"column {missing[0]!r} is missing from rows[{i}] (its columns: {list(r)}); cols={cols!r}")
-    try: format(0.5, floatfmt)
-    except (TypeError, ValueError): raise ValueError(f"floatfmt must be a float format spec like '.3g', got floatfmt={floatfmt!r}") from None
-    line = lambda cells: '| ' + ' | '.join(cells) + ' |'
-    lines = [line(_markdown_cell(c, '') for c in cols), '|' + '---|' * len(cols)]
-    lines += [line(_markdown_cell(r[c], floatfmt) for c in cols) for r in rows]
-    try: from IPython.display import Markdown  # here, not at import: IPython comes with Jupyter, not with the core install
-    except ImportError as e: raise ImportError("markdown_table needs IPython (Jupyter brings it): pip install ipython") from e
-    return Markdown('\n'.join(lines))
 
 # %% ../nbs/00_gumbel.ipynb #dc0beb81
 def plackett_luce_log_prob(logits:Tensor, # unnormalized log-probabilities

@@ -6,7 +6,8 @@ chi-square tests against alpha = 1e-3, or z-scores (standard normal under the nu
 import math
 import pytest, torch
 from scipy import stats
-from gumbel_tut.gumbel import gumbel_noise, gumbel_max, gumbel_cdf, chi_square_pvalue
+from gumbel_tut.gumbel import gumbel_noise, gumbel_max, gumbel_cdf
+from gumbel_tut.helpers import chi_square_pvalue
 from gumbel_tut.estimators import (ESTIMATORS, Estimator, ReinforceEstimator, conditional_gumbel, gumbel_rao, get_estimator,
                                    enumerate_one_hot, exact_gradient, gradient_samples, mean_difference_z,
                                    variance_difference_z)

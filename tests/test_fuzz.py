@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st, assume, example
 
 from gumbel_tut import (gumbel_noise, gumbel_max, gumbel_topk, gumbel_softmax, GumbelSoftmax, ExpGumbelSoftmax,
-                        check_tau, chi_square_pvalue)
+                        check_tau)
+from gumbel_tut.helpers import chi_square_pvalue
 from gumbel_tut.estimators import ESTIMATORS, get_estimator
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
@@ -55,7 +56,7 @@ def assert_simplex(y, logits, dim, hard):
 @given(logits_and_dim(), taus, st.booleans(), st.integers(0, 2**32))
 @example((torch.zeros(4, 5), -1), 1e-46, False, 0)     # once silently all NaN: 1e-46 is 0 in float32
 @example((torch.zeros(4, 5), -1), 10**400, False, 0)   # once an OverflowError
-@pytest.mark.parametrize('backend', ['reference', 'fast'])  # the eager backends (the compiled one is tested in test_relax)
+@pytest.mark.parametrize('backend', ['reference', 'fast'])  # the CPU backends
 def test_gumbel_softmax_fuzz(backend, ld, tau, hard, seed):
     logits, dim = ld
     try: y = gumbel_softmax(logits, tau=tau, hard=hard, dim=dim, generator=gen(seed), backend=backend)
@@ -138,6 +139,17 @@ def test_estimator_sample_fuzz(name, ld, tau, seed):
     assert_simplex(z, logits.expand_as(z), -1, est.hard)
 
 # ---- bad arguments of every kind: a clear error, never torch's ----
+SEED_MESSAGE = r'generator must be a torch.Generator or None, got int generator=42; for a seed use torch.Generator\(\).manual_seed\(seed\)'
+
+@pytest.mark.parametrize('backend', ['reference', 'fast'])
+@pytest.mark.parametrize('shape', [(3,), (64, 64), (300, 300)])   # the fast backend's small and general paths
+@pytest.mark.parametrize('hard', [False, True])
+def test_a_seed_as_generator_gets_our_message(backend, shape, hard):
+    "Regression: the fast backend passed a seed on to torch.rand_like, whose TypeError is torch's, not ours."
+    for tau in (0.5, 0.37):   # a temperature seen before, and one seen first
+        with pytest.raises(ValueError, match=SEED_MESSAGE):
+            gumbel_softmax(torch.zeros(shape), tau=tau, hard=hard, generator=42, backend=backend)
+
 BAD_DIMS = [1.0, None, True, '0', 2**70]
 @pytest.mark.parametrize('dim', BAD_DIMS)
 @pytest.mark.parametrize('fn', [lambda x, d: gumbel_max(x, dim=d), lambda x, d: gumbel_topk(x, 1, dim=d)])
@@ -151,8 +163,8 @@ def test_bad_dims(fn, dim):
     (lambda: gumbel_softmax(torch.zeros(2, 3), tau=10**400), 'tau'),
     (lambda: gumbel_softmax(torch.zeros(2, 3), tau=1e-46), 'usable range'),
     (lambda: gumbel_softmax(torch.zeros(64, 64).index_fill_(1, torch.tensor([3]), -math.inf), tau=3.5e38), 'usable range'),  # fast-path size
-    (lambda: gumbel_max(torch.zeros(3), generator=42), 'generator'),
-    (lambda: gumbel_softmax(torch.zeros(3), generator=42), 'generator'),
+    (lambda: gumbel_max(torch.zeros(3), generator=42), SEED_MESSAGE),
+    (lambda: gumbel_softmax(torch.zeros(3), generator=42), SEED_MESSAGE),
     (lambda: gumbel_noise(3, dtype=torch.float8_e8m0fnu), 'dtype'),
     (lambda: get_estimator('gs').sample(torch.zeros(2, 3), 1e-46), 'usable range'),
     (lambda: get_estimator('gumbel-rao').sample(torch.zeros(2, 3), 3.5e38), 'usable range'),

@@ -1,4 +1,4 @@
-"""Chapter 0's `markdown_table`, which renders every computed table of the tutorial: a `|` in a column name or a cell
+"""The helpers note's `markdown_table` (nbs/11_helpers.ipynb), which renders every computed table of the tutorial: a `|` in a column name or a cell
 is escaped (the website's Markdown parser, markdown-it as MyST uses it, still sees every cell), the columns are the ones
 asked for in their order, floats follow `floatfmt` while ints, strings and None print as they should, and bad input
 raises a `ValueError` that names the argument. Without IPython, see tests/test_packaging.py."""
@@ -7,7 +7,7 @@ import numpy as np, pytest
 from hypothesis import given, strategies as st
 from markdown_it import MarkdownIt
 
-from gumbel_tut import markdown_table
+from gumbel_tut.helpers import markdown_table
 
 def parsed(table) -> list[list[str]]:
     "The cell texts of each line of a Markdown table (header first), as markdown-it reads them."

@@ -128,6 +128,7 @@ from gumbel_tut import *
 g = torch.Generator().manual_seed(0)
 assert gumbel_max(torch.zeros(3, 4), generator=g).shape == (3,)
 assert gumbel_softmax(torch.zeros(3, 4), tau=0.5, generator=g).shape == (3, 4)
+from gumbel_tut.helpers import chi_square_pvalue
 assert get_estimator('st-gs') is not None and 0 <= chi_square_pvalue(torch.tensor([5., 5.]), torch.tensor([.5, .5])) <= 1
 assert 'gumbel_softmax' in gumbel_tut.__all__ and 'train_vae' not in gumbel_tut.__all__
 for name in ('train_vae', 'load_dataset'):
@@ -150,7 +151,7 @@ print('ok')
 def test_markdown_table_without_ipython():
     "IPython is no core dependency: the package imports without it, and only `markdown_table` needs it, saying so."
     code = '''
-from gumbel_tut import markdown_table
+from gumbel_tut.helpers import markdown_table
 try: markdown_table([{'a': 1}])
 except ImportError as e: assert 'pip install ipython' in str(e), e
 else: raise AssertionError('markdown_table worked without IPython')
@@ -173,13 +174,14 @@ def test_import_gumbel_tut_loads_no_extra():
 def test_chi_square_pvalue_matches_scipy():
     "chi_square_pvalue (torch only) agrees with scipy's Pearson test."
     from scipy import stats
+    from gumbel_tut.helpers import chi_square_pvalue
     g = torch.Generator().manual_seed(0)
     for k in (2, 3, 10, 100):
         probs = torch.rand(k, generator=g, dtype=torch.float64); probs /= probs.sum()
         counts = torch.distributions.Multinomial(500, probs=probs).sample().double()
         expected = (counts.sum() * probs).numpy()
         want = stats.chisquare(counts.numpy(), expected).pvalue
-        assert abs(gumbel_tut.chi_square_pvalue(counts, probs) - want) <= 1e-6 * want + 1e-12, k  # vs alpha ~1e-3: ample
+        assert abs(chi_square_pvalue(counts, probs) - want) <= 1e-6 * want + 1e-12, k  # vs alpha ~1e-3: ample
 
 # ---------------------------------------------------------------- the notebooks as nbdev reads them
 NOTEBOOKS = sorted((ROOT/'nbs').glob('*.ipynb'))

@@ -107,7 +107,7 @@ def test_no_typed_measurements_in_prose():
 
 # Chapters whose last section is "References" (full titles and links); the home page collects them all.
 CHAPTERS_WITH_REFERENCES = ('00_gumbel.ipynb', '01_relax.ipynb', '02_estimators.ipynb', '03_data.ipynb', '04_vae.ipynb',
-                            '05_performance.ipynb')
+                            '12_fast.ipynb', '14_triton.ipynb')
 _ARXIV = re.compile(r'arXiv:(\d{4}\.\d{4,5})')
 
 def _markdown_cells(name:str) -> list[str]:

@@ -170,7 +170,7 @@ def test_search_finds_gumbel_max(page, base_url):
 def public_names():
     "(module, name) of every public name of gumbel_tut, by chapter."
     import gumbel_tut
-    mods = [importlib.import_module(f'gumbel_tut.{m}') for m in ('gumbel', 'relax', 'estimators', 'data', 'vae', 'fast')]
+    mods = [importlib.import_module(f'gumbel_tut.{m}') for m in ('gumbel', 'relax', 'estimators', 'data', 'vae', 'fast', 'counter', 'triton_backend', 'backends', 'bench')]
     names = [(m.__name__, n) for m in mods for n in m.__all__]
     assert sorted(n for _, n in names) == sorted(gumbel_tut.__all__)
     return names

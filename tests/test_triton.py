@@ -1,4 +1,4 @@
-"""Chapter 5's Triton backend: the kernels' noise, samples, gradients and errors.
+"""The Triton backend (nbs/14_triton.ipynb): the kernels' noise, samples, gradients and errors.
 
 Without a CUDA device the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before triton is
 imported) on small CPU tensors: that checks correctness, not speed. `make test-triton` installs the `triton`
@@ -9,9 +9,11 @@ import pytest, torch
 if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1')
 pytest.importorskip('triton', reason="triton is not installed: `make test-triton` installs the 'triton' extra and runs these tests")
 from scipy import stats
-from gumbel_tut import chi_square_pvalue, check_logits
+from gumbel_tut import check_logits
+from gumbel_tut.helpers import chi_square_pvalue
 import gumbel_tut.relax as relax
-from gumbel_tut.fast import gumbel_softmax, triton_gumbel_softmax, triton_unavailable, _triton_kernels
+from gumbel_tut.backends import gumbel_softmax
+from gumbel_tut.triton_backend import triton_gumbel_softmax, triton_unavailable, _triton_kernels
 
 ALPHA = 1e-3
 DEVICE = 'cpu' if os.environ.get('TRITON_INTERPRET') == '1' else 'cuda'
@@ -104,3 +106,12 @@ def test_half_inputs_and_extreme_tau():
         assert y.dtype == torch.float16 and y.isfinite().all() and (y.float().sum(-1) - 1).abs().max() < 4e-3
     masked = torch.tensor([[0.0, float('-inf'), 1.0]], device=DEVICE)
     torch.testing.assert_close(triton_gumbel_softmax(masked, 3.4e38), torch.tensor([[0.5, 0.0, 0.5]], device=DEVICE))
+
+def test_seed_as_generator_and_empty_batch():
+    with pytest.raises(ValueError, match='generator must be a torch.Generator or None, got int generator=42'):
+        triton_gumbel_softmax(torch.zeros(2, 3, device=DEVICE), generator=42)
+    for hard in (False, True):
+        x = torch.empty(0, 4, device=DEVICE, requires_grad=True)
+        y = triton_gumbel_softmax(x, 0.5, hard)
+        assert y.shape == (0, 4)
+        y.sum().backward(); assert x.grad.shape == (0, 4)
