@@ -13,7 +13,8 @@ from scipy import stats
 import gumbel_tut
 import gumbel_tut.fast as fast
 import gumbel_tut.relax as relax
-from gumbel_tut import gumbel_cdf, chi_square_pvalue
+from gumbel_tut.gumbel import gumbel_cdf
+from gumbel_tut.gumbel import chi_square_pvalue  # a tutorial helper, not in the public API
 from gumbel_tut.fast import (gumbel_softmax, fast_gumbel_softmax, fast_log_exponential, compiled_gumbel_softmax,
                              counter_gumbel_noise, counter_bits, draw_key, splitmix64, use_backend, default_backend,
                              BACKENDS, CompileBackendError, gumbel_tut_bench)

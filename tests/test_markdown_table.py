@@ -7,7 +7,7 @@ import numpy as np, pytest
 from hypothesis import given, strategies as st
 from markdown_it import MarkdownIt
 
-from gumbel_tut import markdown_table
+from gumbel_tut.gumbel import markdown_table  # a tutorial helper, not in the public API
 
 def parsed(table) -> list[list[str]]:
     "The cell texts of each line of a Markdown table (header first), as markdown-it reads them."

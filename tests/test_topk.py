@@ -6,7 +6,8 @@ import itertools, math
 import pytest, torch
 from hypothesis import given, strategies as st
 
-from gumbel_tut import relaxed_topk, gumbel_topk, gumbel_noise, plackett_luce_log_prob, chi_square_pvalue
+from gumbel_tut import relaxed_topk, gumbel_topk, gumbel_noise, plackett_luce_log_prob
+from gumbel_tut.gumbel import chi_square_pvalue  # a tutorial helper, not in the public API
 from gumbel_tut.relax import gumbel_softmax  # chapter 1's reference sampler (the top-level one is chapter 5's, with its own noise)
 from gumbel_tut.relax import _relaxed_khot, _log1m_probs
 
