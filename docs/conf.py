@@ -1,7 +1,7 @@
 """Sphinx configuration of the gumbel_tut website; `python docs/build.py` (`make docs`) stages the notebooks and runs
 Sphinx with it. Besides settings: a transform that links backticked public names to their entries, and one that gives
 each entry nbdev's anchor too (the one `gumbel_tut/_modidx.py` links to)."""
-import importlib.util, tomllib
+import importlib, importlib.util, tomllib
 from pathlib import Path
 from docutils import nodes
 from sphinx import addnodes

@@ -85,6 +85,8 @@ def _parameters_section(obj):
     if (ret := docs.get('return')) and ret['docment'] and ret['anno'] is not inspect.Parameter.empty:
         out += ['', 'Returns', '-------', *item(_annotation(ret['anno']), ret['docment'])]
     return '\n'.join(out)
+
+# %% ../nbs/index.ipynb #7d07700f
 class _ClassDoc:
     "A class's `__doc__` that appends the Parameters section when first read (reading the class's source costs time)."
     def __init__(self, cls): self.cls, self.text = cls, None
@@ -106,4 +108,3 @@ def _add_parameters(obj):
 
 for _name in __all__:
     if _name not in _LAZY: _add_parameters(globals()[_name])
-
