@@ -8,7 +8,13 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 DOCS_WORKERS ?= 2
 
-.PHONY: setup test docs-cache-check check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench results readme export clean chromium test-triton bench-gpu
+.PHONY: help setup test docs-cache-check check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench results readme export clean chromium test-triton bench-gpu
+
+## help: list the targets below and what they do (from their `## target:` comments)
+help:
+	@awk '/^## [a-z][a-z-]*: / { sub(/^## /, ""); name = $$0; sub(/:.*/, "", name); sub(/^[a-z-]+: */, ""); \
+	       printf "  %-12s %s\n", name, $$0; next } \
+	     /^## / { sub(/^## */, ""); printf "  %-12s %s\n", "", $$0 }' $(firstword $(MAKEFILE_LIST))
 
 ## setup: create .venv and install the project (editable) with its dev and docs extras, pinned by constraints.txt
 setup: $(STAMP)
@@ -76,9 +82,10 @@ RESULTS_ARGS ?= --jobs 2
 results: setup
 	for d in $(RESULTS_DATA); do nice $(BIN)/python scripts/vae_results.py --data $$d $(RESULTS_ARGS) || exit 1; done
 
-## lab: JupyterLab on nbs/ for reading along
+## lab: JupyterLab on nbs/ for reading along (adds --allow-root when run as root, as Jupyter requires)
+LAB_AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs $(LAB_AS_ROOT)
 
 ## docs: build the tutorial website into docs/_build/html (notebooks executed through an execution cache that a
 ## change to their code or to the package invalidates; see docs/build.py)

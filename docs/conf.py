@@ -1,6 +1,7 @@
 """Sphinx configuration of the gumbel_tut website; `python docs/build.py` (`make docs`) stages the notebooks and runs
-Sphinx with it. Besides settings: a transform that links backticked public names to their entries."""
-import importlib.util, tomllib
+Sphinx with it. Besides settings: a transform that links backticked public names to their entries, and one that gives
+each entry nbdev's anchor too (the one `gumbel_tut/_modidx.py` links to)."""
+import importlib, importlib.util, tomllib
 from pathlib import Path
 from docutils import nodes
 from sphinx import addnodes
@@ -10,7 +11,17 @@ DOCS = Path(__file__).resolve().parent
 BUILD = DOCS/'_build'
 PYPROJECT = tomllib.loads((DOCS.parent/'pyproject.toml').read_text())
 
+def _load_build():
+    "docs/build.py as a module (the page names and anchor form are defined there)."
+    spec = importlib.util.spec_from_file_location('gumbel_tut_docs_build', DOCS/'build.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+build = _load_build()
+
 project = 'gumbel_tut'
+release = version = importlib.import_module('gumbel_tut').__version__  # in objects.inv, for intersphinx users
 author = 'gumbel_tut developers'
 copyright = 'gumbel_tut developers, Apache-2.0'
 html_title = 'gumbel_tut'
@@ -46,18 +57,18 @@ html_theme_options = {'repository_url': PYPROJECT['project']['urls']['Repository
                       'navbar_persistent': [], 'use_download_button': False, 'home_page_in_toc': True, 'show_toc_level': 2, 'navigation_with_keys': False}
 
 def public_names():
-    "Short name (as the prose writes it, `gumbel_max` or `GumbelSoftmax.rsample`) -> full dotted name."
-    import importlib, inspect, gumbel_tut
-    names = {}
-    for name in gumbel_tut.__all__:
-        obj = getattr(gumbel_tut, name)
-        module = getattr(obj, '__module__', None) if inspect.isclass(obj) or inspect.isfunction(obj) else None
-        module = module if module and module.startswith('gumbel_tut.') else next(
-            m.__name__ for m in map(importlib.import_module, [f'gumbel_tut.{c}' for c in ('gumbel', 'relax', 'estimators', 'data', 'vae', 'fast', 'counter', 'triton_backend', 'backends', 'bench')])
-            if name in m.__all__)
-        names[name] = f'{module}.{name}'
-        if inspect.isclass(obj):
-            names.update({f'{name}.{m}': f'{module}.{name}.{m}' for m in vars(obj) if not m.startswith('_')})
+    """Short name (as the prose writes it, `gumbel_max` or `GumbelSoftmax.rsample`) -> full dotted name: the public API
+    first (`gumbel_tut.gumbel_softmax`), then every module's public names and their classes' methods."""
+    import inspect, gumbel_tut
+    from gumbel_tut._modidx import d
+    names = {name: f'gumbel_tut.{name}' for name in gumbel_tut.__all__}
+    for module in map(importlib.import_module, d['syms']):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            names.setdefault(name, f'{module.__name__}.{name}')
+            if inspect.isclass(obj):
+                for m in vars(obj):
+                    if not m.startswith('_'): names.setdefault(f'{name}.{m}', f'{names[name]}.{m}')
     return names
 
 class LinkPublicNames(SphinxTransform):
@@ -73,6 +84,18 @@ class LinkPublicNames(SphinxTransform):
             lit.replace_self(ref)
             ref += lit
 
+class NbdevAnchors(SphinxTransform):
+    "Each entry also answers to nbdev's anchor (`relax.html#gumbelsoftmax.rsample`), unless that id is taken on the page."
+    default_priority = 500
+    def apply(self):
+        for sig in self.document.findall(addnodes.desc_signature):
+            if not sig['ids'] or not sig.get('module', '').startswith('gumbel_tut') or not sig.get('fullname'): continue
+            anchor = build.nbdev_anchor(sig['fullname'])
+            if anchor not in self.document.ids:
+                sig['ids'].append(anchor)
+                self.document.ids[anchor] = sig
+
 def setup(app):
     app.gumbel_names = public_names()
     app.add_transform(LinkPublicNames)
+    app.add_transform(NbdevAnchors)

@@ -1,23 +1,32 @@
 """Differentiable sampling from categorical distributions: a read-along tutorial and a library.
 
 Samplers (Gumbel-max, Gumbel-top-k), the Gumbel-softmax / Concrete relaxation, gradient estimators
-(REINFORCE, straight-through, Gumbel-softmax, Gumbel-Rao) and a categorical VAE, each derived and
-tested in one chapter notebook (nbs/NN_*.ipynb):
+(REINFORCE, straight-through, Gumbel-softmax, Gumbel-Rao, REBAR, RELAX) and a categorical VAE, each derived and
+tested in one notebook (nbs/NN_*.ipynb).
 
-- `gumbel_tut.gumbel` (chapter 0): the Gumbel distribution, Gumbel-max and Gumbel-top-k
-- `gumbel_tut.relax` (chapter 1): the Gumbel-softmax / Concrete relaxation and straight-through
-- `gumbel_tut.estimators` (chapter 2): gradient estimators for discrete choices
-- `gumbel_tut.data` (chapter 3): data sets for the VAE (needs the [vae] extra)
-- `gumbel_tut.vae` (chapter 4): the categorical VAE, its trainer and `gumbel-tut-vae` (needs the [vae] extra)
-- library notes (nbs/11-16): `gumbel_tut.fast` (the fast default backend), `gumbel_tut.counter`, `gumbel_tut.triton_backend`,
-  `gumbel_tut.backends` (the public `gumbel_softmax` and its backends), `gumbel_tut.bench` (`gumbel-tut-bench`);
-  `gumbel_tut.helpers` holds the tutorial's test, table and timing helpers
+The public API is `gumbel_tut.__all__`, the same with or without extras: the samplers, the relaxed distributions
+and their log-densities, straight-through, the estimators, temperature schedules, the backend and validation
+switches, and the VAE's entry points (imported on first use; they need the [vae] extra). Everything else lives in
+its module:
 
-Every public name is importable from `gumbel_tut`. Website: https://gumbel-tut.github.io/gumbel_tut/"""
+- tutorial chapters: `gumbel_tut.gumbel` (0: Gumbel-max, Gumbel-top-k), `gumbel_tut.relax` (1: the relaxation,
+  straight-through, schedules), `gumbel_tut.estimators` (2: gradient estimators), `gumbel_tut.data` (3: data sets)
+  and `gumbel_tut.vae` (4: the VAE, its trainer and `gumbel-tut-vae`); the last two need the [vae] extra
+- library notes: `gumbel_tut.checks` (10: the validation switch), `gumbel_tut.helpers` (11: the tutorial's
+  helpers), `gumbel_tut.fast` (12: the CPU fast path), `gumbel_tut.counter` (13: counter-based noise),
+  `gumbel_tut.triton_backend` (14: the Triton kernel), `gumbel_tut.backends` (15: choosing a backend) and
+  `gumbel_tut.bench` (16: the benchmark and `gumbel-tut-bench`)
 
-__version__ = "0.0.1"
+Website: https://gumbel-tut.github.io/gumbel_tut/"""
+
+__version__ = "0.1.0"
 
 # This file is not exported from a notebook, as in nbdev itself: nbdev-export keeps the docstring above and
 # the version (which nbdev-bump-version changes); the public API is exported from nbs/index.ipynb into _api.py.
-from ._api import *
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from . import _api
 from ._api import __all__, __getattr__
+
+if _TYPE_CHECKING: from ._api import *  # what type checkers see: every public name
+else:  # not a star import, which would touch (and so import) the VAE's names that __getattr__ loads on first use
+    globals().update((_name, getattr(_api, _name)) for _name in __all__ if _name not in _api._LAZY)

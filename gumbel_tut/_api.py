@@ -5,34 +5,106 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #1477c552
-import importlib
-from gumbel_tut.gumbel import *
-from gumbel_tut.relax import *
-from gumbel_tut.estimators import *
-from gumbel_tut.fast import *
-from gumbel_tut.counter import *
-from gumbel_tut.triton_backend import *
-from gumbel_tut.backends import *
-from gumbel_tut.bench import *
-from gumbel_tut import gumbel, relax, estimators, fast, counter, triton_backend, backends, bench
-from gumbel_tut._modidx import d as _modidx
+# %% ../nbs/index.ipynb #139fc738
+import importlib, inspect
+from typing import TYPE_CHECKING
+from fastcore.docments import docments
+from gumbel_tut.gumbel import gumbel_noise, gumbel_max, gumbel_topk, gumbel_log_pdf, plackett_luce_log_prob
+from gumbel_tut.relax import (relaxed_topk, binary_concrete, GumbelSoftmax, ExpGumbelSoftmax, concrete_log_prob,
+                              exp_concrete_log_prob, binary_concrete_log_prob, straight_through, ExponentialSchedule,
+                              LinearSchedule, CosineSchedule)
+from gumbel_tut.estimators import (ESTIMATORS, Estimator, get_estimator, ReinforceEstimator, StraightThroughEstimator,
+                                   GumbelSoftmaxEstimator, STGumbelSoftmaxEstimator, GumbelRaoEstimator, RebarEstimator,
+                                   RelaxEstimator, gumbel_rao, conditional_gumbel)
+from gumbel_tut.backends import BACKENDS, default_backend, use_backend, gumbel_softmax
+from gumbel_tut.checks import validation, set_validation, validation_enabled
 
-# `gumbel_tut/__init__.py` re-exports this module: `from gumbel_tut import *` gives every chapter's public names.
-__all__ = [name for module in (gumbel, relax, estimators, fast, counter, triton_backend, backends, bench) for name in module.__all__]
-_missing_extras = {}  # chapter module -> the ImportError that names the pip extra it needs
+# %% ../nbs/index.ipynb #06f20839
+# The public API, chosen name by name; the same list with or without the [vae] extra. Everything else stays in its
+# module: the trainer (`gumbel_tut.vae.Learner`, its callbacks), the tutorial's helpers (`gumbel_tut.helpers`).
+__all__ = [
+    # samplers: categories, subsets and relaxed samples in one call (gumbel_softmax dispatches to the backends)
+    'gumbel_noise', 'gumbel_max', 'gumbel_topk', 'gumbel_softmax', 'relaxed_topk', 'binary_concrete',
+    # distributions: torch.distributions with rsample and log_prob, drop-ins for torch's relaxed categoricals
+    'GumbelSoftmax', 'ExpGumbelSoftmax',
+    # log-densities: score a sample under the law it was drawn from
+    'gumbel_log_pdf', 'plackett_luce_log_prob', 'concrete_log_prob', 'exp_concrete_log_prob', 'binary_concrete_log_prob',
+    # straight-through: the hard value forward, the soft gradient backward
+    'straight_through',
+    # gradient estimators: one calling convention, picked by name from a config
+    'ESTIMATORS', 'Estimator', 'get_estimator', 'ReinforceEstimator', 'StraightThroughEstimator', 'GumbelSoftmaxEstimator',
+    'STGumbelSoftmaxEstimator', 'GumbelRaoEstimator', 'RebarEstimator', 'RelaxEstimator', 'gumbel_rao', 'conditional_gumbel',
+    # temperature schedules: tau as a function of the training step
+    'ExponentialSchedule', 'LinearSchedule', 'CosineSchedule',
+    # backend switch: which implementation gumbel_softmax runs
+    'BACKENDS', 'default_backend', 'use_backend',
+    # validation switch: value checks off where they cannot run (torch.compile, vmap, CUDA graphs)
+    'validation', 'set_validation', 'validation_enabled',
+    # the categorical VAE's entry points: imported on first use, since they need the [vae] extra
+    'CategoricalVAE', 'VAEConfig', 'train_vae', 'load_dataset',
+]
 
-for _chapter in ('data', 'vae'):  # they need the [vae] extra (scikit-learn, matplotlib, tqdm)
-    try: _module = importlib.import_module(f'gumbel_tut.{_chapter}')
-    except ImportError as e:
-        if 'gumbel_tut[' not in str(e): raise  # a real failure, not a missing extra
-        _missing_extras[_chapter] = e
-        continue
-    globals().update({name: getattr(_module, name) for name in _module.__all__})
-    __all__ += _module.__all__
+# %% ../nbs/index.ipynb #f6132b22
+_LAZY = {'CategoricalVAE': 'gumbel_tut.vae', 'VAEConfig': 'gumbel_tut.vae', 'train_vae': 'gumbel_tut.vae',
+         'load_dataset': 'gumbel_tut.data'}  # name -> module; the module raises the ImportError that names the extra
+
+if TYPE_CHECKING:  # what type checkers see (the package ships py.typed)
+    from gumbel_tut.vae import CategoricalVAE, VAEConfig, train_vae
+    from gumbel_tut.data import load_dataset
 
 def __getattr__(name):
-    "A public name of a chapter whose extra is not installed raises that chapter's ImportError (which names the extra)."
-    for chapter, err in _missing_extras.items():
-        if f'gumbel_tut.{chapter}.{name}' in _modidx['syms'].get(f'gumbel_tut.{chapter}', {}): raise ImportError(str(err)) from err
-    raise AttributeError(f"module 'gumbel_tut' has no attribute {name!r}")
+    "The VAE entry points on first use (PEP 562), so that `import gumbel_tut` loads no matplotlib or scikit-learn."
+    if name not in _LAZY: raise AttributeError(f"module 'gumbel_tut' has no attribute {name!r}")
+    return _add_parameters(getattr(importlib.import_module(_LAZY[name]), name))
+
+# %% ../nbs/index.ipynb #6627d5bf
+_plain_docs = {}  # object -> its docstring before `_add_parameters` (the website shows that, then its own table)
+
+def _annotation(anno):
+    "A type as `inspect` writes it: the form in which fastcore's show_doc recognizes (and drops) a generated section."
+    return '' if anno is inspect.Parameter.empty else inspect.formatannotation(anno).removeprefix('typing.').strip("'")
+
+def _parameter_docs(obj):
+    "fastcore's docments of `obj` (`**kwargs` included), without the return comment it copies from the last parameter."
+    docs = docments(obj, full=True, args_kwargs=True)
+    ret = docs.get('return')
+    if ret and ret['docment'] and any(p['docment'] == ret['docment'] for k, p in docs.items() if k != 'return'):
+        ret['docment'] = None  # `) -> T:` on a line of its own, without a comment
+    return docs
+
+def _parameters_section(obj):
+    "numpydoc 'Parameters' and 'Returns' sections for `help()`, from the docments comments of `obj`'s parameters."
+    try: docs = _parameter_docs(obj)
+    except Exception: return ''  # no source to read (a frozen install): help() shows the signature only
+    if not any(p['docment'] for p in docs.values()): return ''
+    def item(head, comment): return [head] + ['    ' + l for l in (comment or '').splitlines()]
+    stars = {inspect.Parameter.VAR_POSITIONAL: '*', inspect.Parameter.VAR_KEYWORD: '**'}
+    lines = [l for k, p in docs.items() if k not in ('self', 'return')
+             for l in item(f"{stars.get(p.get('kind'), '')}{k} : {_annotation(p['anno'])}".removesuffix(' : '), p['docment'])]
+    out = ['Parameters', '----------', *lines] if lines else []
+    if (ret := docs.get('return')) and ret['docment'] and ret['anno'] is not inspect.Parameter.empty:
+        out += ['', 'Returns', '-------', *item(_annotation(ret['anno']), ret['docment'])]
+    return '\n'.join(out)
+
+# %% ../nbs/index.ipynb #7d07700f
+class _ClassDoc:
+    "A class's `__doc__` that appends the Parameters section when first read (reading the class's source costs time)."
+    def __init__(self, cls): self.cls, self.text = cls, None
+    def __get__(self, obj, owner=None):
+        if self.text is None:
+            self.text = _plain_docs[self.cls]  # what docments itself reads meanwhile
+            self.text = '\n\n'.join(filter(None, [self.text, _parameters_section(self.cls)]))
+        return self.text
+
+def _add_parameters(obj):
+    "Give `obj` (a function, or a class and its own public methods) a Parameters section in its docstring, once."
+    methods = [m for k, m in vars(obj).items() if inspect.isfunction(m) and not k.startswith('_')] if inspect.isclass(obj) else []
+    for o in [obj, *methods]:
+        if not (inspect.isfunction(o) or inspect.isclass(o)) or o in _plain_docs: continue
+        _plain_docs[o] = inspect.getdoc(o) or ''
+        if inspect.isclass(o): o.__doc__ = _ClassDoc(o)
+        elif section := _parameters_section(o): o.__doc__ = '\n\n'.join(filter(None, [_plain_docs[o], section]))
+    return obj
+
+for _name in __all__:
+    if _name not in _LAZY: _add_parameters(globals()[_name])

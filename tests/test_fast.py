@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 import gumbel_tut.fast as fast
 import gumbel_tut.relax as relax
-from gumbel_tut import gumbel_cdf
+from gumbel_tut.gumbel import gumbel_cdf
 from gumbel_tut.helpers import chi_square_pvalue
 from gumbel_tut.fast import fast_gumbel_softmax, fast_log_exponential
 from gumbel_tut.counter import counter_gumbel_noise, counter_bits, draw_key, splitmix64, _shift_right

@@ -1,8 +1,10 @@
-"""Packaging and the nbdev workflow, as a user and a contributor meet them: the license ships in the sdist and the
+"""Packaging and the nbdev workflow, as a user and a contributor meet them: the license and `py.typed` ship in the
 wheel, the version has one source that `nbdev-bump-version` changes and `nbdev-export` keeps, both command lines
-answer `--version`, `help(gumbel_tut)` starts with the description, a core install stays small, chapters that need
-the `[vae]` extra say so when it is missing, and the notebooks keep imports in their own cells."""
-import ast, json, os, shutil, subprocess, sys, tarfile, tomllib, zipfile
+answer `--version`, `help(gumbel_tut)` starts with the description and `help()` of a public name documents every
+parameter, a core install stays small, the public API is short, the same with or without the `[vae]` extra, and
+shadows no name a user already imports, chapters that need the extra say so when it is missing, `make help` lists
+the targets, the changelog and citation file are in order, and the notebooks keep imports in their own cells."""
+import ast, importlib, inspect, json, os, pydoc, re, shutil, subprocess, sys, tarfile, tomllib, zipfile
 from pathlib import Path
 
 import nbformat, pytest, torch
@@ -14,6 +16,16 @@ BIN = Path(sys.executable).parent
 PYPROJECT = tomllib.loads((ROOT/'pyproject.toml').read_text())
 MAX_CORE_PACKAGES = 20  # a plain `pip install gumbel_tut`, torch's own dependencies and gumbel_tut included
 VAE_EXTRA_IMPORTS = ('sklearn', 'matplotlib', 'tqdm')
+HELPERS = 'gumbel_tut.helpers'  # markdown_table, chi_square_pvalue
+MAX_PUBLIC_NAMES = 40
+LAZY_NAMES = ('CategoricalVAE', 'VAEConfig', 'train_vae', 'load_dataset')  # the [vae] extra's entry points
+# fastai's names that `from fastai.vision.all import *` gives a notebook (fastai is not installed here)
+FASTAI_NAMES = {'Learner', 'Callback', 'CancelFitException', 'CancelEpochException', 'CancelBatchException',
+                'CancelTrainException', 'CancelValidException', 'CancelStepException', 'CancelBackwardException',
+                'TrainEvalCallback', 'Recorder', 'ProgressCallback', 'EarlyStoppingCallback', 'SaveModelCallback',
+                'DataLoaders', 'DataLoader', 'DataBlock', 'Datasets', 'TfmdDL', 'Metric', 'Optimizer', 'Adam', 'SGD',
+                'Module', 'L', 'Transform', 'Pipeline', 'Split', 'batches', 'LOCK', 'ParamScheduler', 'SchedExp',
+                'SchedLin', 'SchedCos', 'accuracy', 'vision_learner', 'tabular_learner', 'show_images'}
 
 def run(*cmd, cwd=ROOT, **kw):
     "Run `cmd`, failing with its output when it fails."
@@ -41,6 +53,12 @@ def test_license_in_sdist_and_wheel(dists):
         meta = z.read(next(n for n in z.namelist() if n.endswith('.dist-info/METADATA'))).decode()
     assert 'License-Expression: Apache-2.0' in meta
     assert f'Version: {gumbel_tut.__version__}' in meta
+
+def test_py_typed_in_wheel(dists):
+    "PEP 561: the wheel carries `gumbel_tut/py.typed`, so type checkers read the package's annotations."
+    assert (ROOT/'gumbel_tut'/'py.typed').is_file()
+    with zipfile.ZipFile(dists[1]) as z: assert 'gumbel_tut/py.typed' in z.namelist(), z.namelist()
+    with tarfile.open(dists[0]) as t: assert any(n.endswith('/gumbel_tut/py.typed') for n in t.getnames())
 
 def test_wheel_requires_only_the_core(dists):
     "The wheel's unconditional requirements are the declared core; scikit-learn, matplotlib, tqdm only with [vae]."
@@ -102,6 +120,38 @@ def test_help_shows_the_description():
     text = pydoc.render_doc(gumbel_tut, renderer=pydoc.plaintext)
     assert PYPROJECT['project']['description'] in text
 
+def _comments(obj):
+    "obj's docments comments, read by fastcore itself (not through gumbel_tut's code that writes the section)."
+    from fastcore.docments import docments
+    return {k: p['docment'] for k, p in docments(obj, full=True, args_kwargs=True).items() if k not in ('self', 'return') and p['docment']}
+
+def test_help_documents_every_parameter_of_gumbel_softmax():
+    "`help(gumbel_tut.gumbel_softmax)` gives each parameter's comment, once, not just the one-line docstring."
+    text = pydoc.render_doc(gumbel_tut.gumbel_softmax, renderer=pydoc.plaintext)
+    comments = _comments(gumbel_tut.gumbel_softmax)
+    assert {'logits', 'tau', 'hard', 'dim', 'generator', 'backend'} <= set(comments), comments
+    for name, comment in comments.items():
+        assert re.search(rf'^\s*{name} : ', text, re.M), f'{name}: no entry in help()\n{text}'
+        for line in comment.splitlines(): assert line.strip() in text, f'{name}: {line!r} missing from help()'
+    assert text.count('Parameters') == 1 and 'Returns' in text, text
+
+@pytest.mark.parametrize('name', [n for n in gumbel_tut.__all__ if callable(getattr(gumbel_tut, n))])
+def test_help_documents_every_parameter(name):
+    "Every public function and class (its constructor's parameters): each docments comment appears in help()."
+    obj = getattr(gumbel_tut, name)
+    text = pydoc.render_doc(obj, renderer=pydoc.plaintext)
+    for param, comment in _comments(obj).items():
+        for line in comment.splitlines(): assert line.strip() in text, f'{name}({param}): {line!r} missing from help()'
+
+def test_website_docstrings_have_no_parameters_section():
+    "The website's entries show the docstring as written, then their own parameter table: no section twice."
+    from gumbel_tut._api import _plain_docs
+    for name in gumbel_tut.__all__:
+        obj = getattr(gumbel_tut, name)
+        if not callable(obj): continue
+        assert 'Parameters\n----------' not in _plain_docs[obj], name
+        if _comments(obj): assert 'Parameters\n----------' in inspect.getdoc(obj), name
+
 @pytest.mark.parametrize('cli', ['gumbel-tut-vae', 'gumbel-tut-bench'])
 def test_cli_version(cli):
     r = run(BIN/cli, '--version')
@@ -121,17 +171,16 @@ def run_without(packages, code):
     return subprocess.run([sys.executable, '-c', BLOCKER + code, ','.join(packages)], capture_output=True, text=True, cwd=ROOT)
 
 def test_core_works_without_the_extras():
-    "With the [vae] extra (and scipy) missing: the samplers work, and the optional chapters name the extra to install."
+    """With the [vae] extra (and scipy) missing: the samplers work, the public API is the same list, and the VAE's
+    names, their modules and `from gumbel_tut import *` (which touches every name) raise the ImportError naming the extra."""
     code = '''
-import gumbel_tut, torch
-from gumbel_tut import *
+import json, gumbel_tut, torch
+from gumbel_tut import gumbel_max, gumbel_softmax, get_estimator
 g = torch.Generator().manual_seed(0)
 assert gumbel_max(torch.zeros(3, 4), generator=g).shape == (3,)
 assert gumbel_softmax(torch.zeros(3, 4), tau=0.5, generator=g).shape == (3, 4)
-from gumbel_tut.helpers import chi_square_pvalue
-assert get_estimator('st-gs') is not None and 0 <= chi_square_pvalue(torch.tensor([5., 5.]), torch.tensor([.5, .5])) <= 1
-assert 'gumbel_softmax' in gumbel_tut.__all__ and 'train_vae' not in gumbel_tut.__all__
-for name in ('train_vae', 'load_dataset'):
+assert get_estimator('st-gs') is not None
+for name in ('train_vae', 'load_dataset', 'CategoricalVAE', 'VAEConfig'):
     try: getattr(gumbel_tut, name)
     except ImportError as e: assert "pip install 'gumbel_tut[vae]'" in str(e), e
     else: raise AssertionError(name + ' did not raise')
@@ -139,20 +188,68 @@ for mod in ('gumbel_tut.data', 'gumbel_tut.vae'):
     try: __import__(mod)
     except ImportError as e: assert "pip install 'gumbel_tut[vae]'" in str(e), e
     else: raise AssertionError(mod + ' imported')
+try: exec('from gumbel_tut import *', {})
+except ImportError as e: assert "pip install 'gumbel_tut[vae]'" in str(e), e
+else: raise AssertionError('from gumbel_tut import * worked without the extra')
 try: gumbel_tut.no_such_name
 except AttributeError: pass
 blocked = {'sklearn', 'matplotlib', 'tqdm', 'scipy', 'fastprogress'} & {m.split('.')[0] for m in sys.modules}
 assert not blocked, blocked
-print('ok')
+print(json.dumps(gumbel_tut.__all__))
 '''
     r = run_without(VAE_EXTRA_IMPORTS + ('scipy', 'fastprogress'), code)
-    assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout) == gumbel_tut.__all__, 'the public API changes with the installed extras'
+
+def test_public_api_is_short_and_curated():
+    "At most MAX_PUBLIC_NAMES names, each once, none private, none a tutorial helper or a trainer name."
+    names = gumbel_tut.__all__
+    assert len(names) <= MAX_PUBLIC_NAMES, f'{len(names)} public names'
+    assert len(set(names)) == len(names), [n for n in names if names.count(n) > 1]
+    assert not [n for n in names if n.startswith('_')]
+    assert not {'markdown_table', 'chi_square_pvalue', 'interleaved_median_ms', 'Learner', 'Callback', 'LOCK'} & set(names)
+    assert set(LAZY_NAMES) <= set(names)
+
+def _well_known_names():
+    "Names a user's namespace already holds: builtins, fastai's star import, torch's public names (torch.nn.functional is"
+    " left out on purpose: `gumbel_softmax` is meant as a drop-in for `F.gumbel_softmax`)."
+    import builtins, torch.nn, torch.optim, torch.distributions, torch.utils.data
+    names = set(dir(builtins)) | FASTAI_NAMES
+    for m in (torch, torch.nn, torch.optim, torch.distributions, torch.utils.data):
+        names |= {n for n in getattr(m, '__all__', dir(m)) if not n.startswith('_')}
+    return names
+
+def test_star_import_shadows_no_well_known_name():
+    "`from gumbel_tut import *` after `from fastai.vision.all import *` (or torch's) replaces none of their names."
+    clash = sorted(set(gumbel_tut.__all__) & _well_known_names())
+    assert not clash, f'public names that replace a well-known one: {clash}'
+
+@pytest.mark.parametrize('name', gumbel_tut.__all__)
+def test_every_public_name_resolves(name):
+    "Each name of `__all__` is an object of this package (with the extras installed, as here)."
+    obj = getattr(gumbel_tut, name)
+    if inspect.isfunction(obj) or inspect.isclass(obj): assert obj.__module__.startswith('gumbel_tut.'), obj.__module__
+    assert name in dir(importlib.import_module(_home_module(name)))
+
+def _home_module(name):
+    "The module whose `__all__` holds `name` (the public API re-exports it from there)."
+    from gumbel_tut._modidx import d
+    for module in d['syms']:
+        mod = importlib.import_module(module)
+        if name in getattr(mod, '__all__', ()) and getattr(mod, name) is getattr(gumbel_tut, name): return module
+    raise AssertionError(f'{name}: no module exports it')
+
+def test_vae_names_load_on_first_use():
+    "`import gumbel_tut` does not import the VAE chapter; the first touch of one of its names does."
+    r = subprocess.run([sys.executable, '-c', 'import sys, gumbel_tut; a = "gumbel_tut.vae" in sys.modules; '
+                        'gumbel_tut.train_vae; print(a, "gumbel_tut.vae" in sys.modules)'], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.split() == ['False', 'True'], r.stdout + r.stderr
 
 def test_markdown_table_without_ipython():
     "IPython is no core dependency: the package imports without it, and only `markdown_table` needs it, saying so."
-    code = '''
-from gumbel_tut.helpers import markdown_table
-try: markdown_table([{'a': 1}])
+    code = f'''
+from {HELPERS} import markdown_table
+try: markdown_table([{{'a': 1}}])
 except ImportError as e: assert 'pip install ipython' in str(e), e
 else: raise AssertionError('markdown_table worked without IPython')
 print('ok')
@@ -166,15 +263,20 @@ def test_each_missing_extra_package_is_named(missing):
     assert r.returncode == 1 and f"needs {missing}" in r.stderr and "pip install 'gumbel_tut[vae]'" in r.stderr, r.stderr
 
 def test_import_gumbel_tut_loads_no_extra():
-    "Importing the package with everything installed loads none of the heavy optional packages (no surprise cost)."
-    r = subprocess.run([sys.executable, '-c', 'import sys, gumbel_tut; print(sorted({m.split(".")[0] for m in sys.modules} & '
-                        '{"sklearn", "matplotlib", "scipy", "fastprogress"}))'], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0 and r.stdout.strip() == '[]', r.stdout + r.stderr
+    """Importing the package with everything installed loads none of the heavy optional packages (no surprise cost):
+    nothing beyond what `import torch` loads itself (torch.hub imports tqdm when it is installed)."""
+    code = ('import sys, torch; before = {m.split(".")[0] for m in sys.modules}; import gumbel_tut; '
+            'print(json.dumps([sorted({m.split(".")[0] for m in sys.modules} - before), sorted(before)]))')
+    r = subprocess.run([sys.executable, '-c', 'import json; ' + code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    new, torch_own = json.loads(r.stdout)
+    assert not {'sklearn', 'matplotlib', 'tqdm', 'scipy', 'fastprogress', 'IPython'} & set(new), new
+    assert not {'sklearn', 'matplotlib', 'scipy'} & set(torch_own), torch_own
 
 def test_chi_square_pvalue_matches_scipy():
     "chi_square_pvalue (torch only) agrees with scipy's Pearson test."
     from scipy import stats
-    from gumbel_tut.helpers import chi_square_pvalue
+    chi_square_pvalue = importlib.import_module(HELPERS).chi_square_pvalue
     g = torch.Generator().manual_seed(0)
     for k in (2, 3, 10, 100):
         probs = torch.rand(k, generator=g, dtype=torch.float64); probs /= probs.sum()
@@ -221,3 +323,51 @@ def test_nbdev_readme_fails_only_for_lack_of_quarto():
     r = subprocess.run([BIN/'nbdev-readme'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and 'quarto: not found' in r.stdout + r.stderr, r.stdout + r.stderr
     assert _git_status() == before
+
+# ---------------------------------------------------------------- make help, make lab, changelog, citation
+def test_make_help_lists_every_documented_target():
+    "`make help` prints each target that has a `## target:` comment, with that comment, and runs nothing else."
+    makefile = (ROOT/'Makefile').read_text()
+    documented = re.findall(r'^## ([a-z][a-z-]*): (.*)$', makefile, re.M)
+    targets = set(re.findall(r'^([a-z][a-z-]*):', makefile, re.M))
+    assert {'help', 'setup', 'test', 'docs', 'lab', 'export'} <= {t for t, _ in documented}
+    r = run('make', '-s', 'help')
+    listed = dict(re.findall(r'^  ([a-z][a-z-]*) +(.*)$', r.stdout, re.M))
+    assert len(listed) == len(documented), r.stdout
+    for target, comment in documented:
+        assert target in targets, f'`## {target}:` documents no target'
+        assert listed.get(target) == comment.strip(), (target, listed.get(target))
+
+def test_make_lab_runs_as_root():
+    "Jupyter refuses to run as root without --allow-root: `make lab` adds it exactly when the user is root."
+    r = run('make', '-n', 'lab')
+    line = r.stdout.strip().splitlines()[-1]
+    assert 'jupyter lab' in line and ('--allow-root' in line) == (os.getuid() == 0), line
+
+def test_changelog_has_a_section_for_this_version():
+    "CHANGELOG.md (Keep a Changelog) starts its releases with the version the package carries."
+    text = (ROOT/'CHANGELOG.md').read_text()
+    assert text.startswith('# Changelog') and 'keepachangelog.com' in text
+    releases = re.findall(r'^## \[(\d+\.\d+\.\d+)\]', text, re.M)
+    assert releases and releases[0] == gumbel_tut.__version__, releases
+    first = text.split(f'## [{releases[0]}]')[1].split('\n## ')[0]
+    for heading in re.findall(r'^### (.*)$', first, re.M): assert heading in ('Added', 'Changed', 'Deprecated', 'Removed', 'Fixed', 'Security'), heading
+
+def test_citation_cff():
+    "CITATION.cff follows CFF 1.2.0 (its required keys and types) and cites the two papers the relaxation comes from."
+    import yaml
+    cff = yaml.safe_load((ROOT/'CITATION.cff').read_text())
+    assert cff['cff-version'] == '1.2.0' and cff['message'] and cff['title'] == PYPROJECT['project']['name']
+    assert cff['type'] == 'software' and cff['license'] == PYPROJECT['project']['license']
+    assert cff['repository-code'] == PYPROJECT['project']['urls']['Repository']
+    assert cff['authors'] and all(a.get('name') or a.get('family-names') for a in cff['authors'])
+    allowed = {'cff-version', 'message', 'title', 'authors', 'abstract', 'commit', 'contact', 'date-released', 'doi',
+               'identifiers', 'keywords', 'license', 'license-url', 'preferred-citation', 'references', 'repository',
+               'repository-artifact', 'repository-code', 'type', 'url', 'version'}
+    assert set(cff) <= allowed, set(cff) - allowed
+    refs = {r['title']: r for r in cff['references']}
+    for title, year, arxiv in [('Categorical Reparameterization with Gumbel-Softmax', 2017, '1611.01144'),
+                               ('The Concrete Distribution: A Continuous Relaxation of Discrete Random Variables', 2017, '1611.00712')]:
+        ref = refs[title]
+        assert ref['type'] in ('article', 'conference-paper') and ref['year'] == year and ref['authors'], ref
+        assert any(i['type'] == 'url' and arxiv in i['value'] for i in ref['identifiers']), ref

@@ -7,8 +7,9 @@ import numpy as np
 import pytest, torch
 from scipy import stats
 from torch.distributions.relaxed_categorical import RelaxedOneHotCategorical, ExpRelaxedCategorical
+from gumbel_tut.relax import check_tau, one_hot_argmax
 from gumbel_tut.helpers import chi_square_pvalue
-from gumbel_tut import (gumbel_softmax, gumbel_noise, check_tau, straight_through, one_hot_argmax,
+from gumbel_tut import (gumbel_softmax, gumbel_noise, straight_through,
                         concrete_log_prob, exp_concrete_log_prob, binary_concrete, binary_concrete_log_prob,
                         ExpGumbelSoftmax, GumbelSoftmax, ExponentialSchedule, LinearSchedule, CosineSchedule, use_backend)
 

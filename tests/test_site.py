@@ -5,14 +5,18 @@ For every page: math is typeset by the local MathJax, no raw TeX, no `#|` direct
 cells, every image loads, every internal link (and its #anchor) resolves, no request leaves 127.0.0.1.
 Search finds `gumbel_max`. A full-page screenshot of each page goes to docs/_build/screenshots/.
 Without a browser: every public name has an entry (an anchor and an `objects.inv` line) and a row on the API page,
-ids are unique, there is one search box. `make test` builds the site first (where every notebook is executed); a
-plain `pytest` without a built site skips these tests, saying so. The Markdown lint needs no site."""
-import collections, functools, http.server, importlib, json, re, threading, urllib.error, urllib.request
+`objects.inv` resolves the names users write (`gumbel_tut.GumbelSoftmax.rsample`), lists every module and carries the
+version, nbdev's links (`_modidx.py`) reach their anchors, the navigation has its two parts, ids are unique, there
+is one search box. `make test` builds the site first (where every notebook is executed); a plain `pytest` without a
+built site skips these tests, saying so. Without a site: the Markdown lint, and that nbdev's links, the module
+docstrings and the navigation name pages the site has (docs/build.py knows them before a build)."""
+import collections, functools, http.server, importlib, importlib.util, json, re, threading, urllib.error, urllib.request
 from pathlib import Path
 from urllib.parse import urldefrag, urlsplit, unquote
 import nbformat, pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT_DOCS = __import__('tomllib').loads((ROOT/'pyproject.toml').read_text())['project']['urls']['Documentation']
 SITE = ROOT/'docs'/'_build'/'html'
 SHOTS = ROOT/'docs'/'_build'/'screenshots'
 CHROMIUM = '/usr/bin/chromium'
@@ -21,6 +25,15 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-
 SITE_INFO = ROOT/'docs'/'_build'/'src'/'_site.json'
 MISSING = 'run `make docs` first: docs/_build/html is missing'
 needs_site = pytest.mark.skipif(not (SITE/'index.html').exists(), reason='no website built (docs/_build/html): `make docs` builds it')
+
+def _load_build():
+    "docs/build.py as a module: the site's page names, anchors and navigation, known without a build."
+    spec = importlib.util.spec_from_file_location('gumbel_tut_docs_build', ROOT/'docs'/'build.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+build = _load_build()
 
 def site_pages():
     "Every HTML page Sphinx wrote at the top of the site (chapters, home, search, index)."
@@ -163,24 +176,32 @@ def test_search_finds_gumbel_max(page, base_url):
     results = page.evaluate('() => [...document.querySelectorAll("#search-results ul.search li a")].map(a => a.getAttribute("href"))')
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS/'search-gumbel_max.png'), full_page=True)
-    assert any(r.startswith('00_gumbel.html') for r in results), results
+    assert any(r.startswith(build.page_name('00_gumbel.ipynb') + '.html') for r in results), results
     assert not page.foreign_requests, page.foreign_requests
 
 # ---------------------------------------------------------------- without a browser
+def fetch_file(name): return (SITE/name).read_text()
+
+def modules():
+    "The package's public modules (those nbdev indexes in `_modidx.py`)."
+    from gumbel_tut._modidx import d
+    return sorted(d['syms'])
+
 def public_names():
-    "(module, name) of every public name of gumbel_tut, by chapter."
-    import gumbel_tut
-    mods = [importlib.import_module(f'gumbel_tut.{m}') for m in ('gumbel', 'relax', 'estimators', 'data', 'vae', 'fast', 'counter', 'triton_backend', 'backends', 'bench')]
-    names = [(m.__name__, n) for m in mods for n in m.__all__]
-    assert sorted(n for _, n in names) == sorted(gumbel_tut.__all__)
-    return names
+    "(module, name) of every module's public names."
+    return [(m, n) for m in modules() for n in importlib.import_module(m).__all__]
+
+def inventory():
+    "objects.inv of the built site: {(role, name): item}, and the version it carries."
+    from sphinx.util.inventory import InventoryFile
+    with open(SITE/'objects.inv', 'rb') as f: inv = InventoryFile.load(f, '', lambda base, uri: uri)
+    items = {(role, name): item for role, entries in inv.items() for name, item in entries.items()}
+    return items, {item.project_version for item in items.values()}
 
 @needs_site
 def test_objects_inv_has_every_public_name():
     "Other Sphinx projects can link to every public name (intersphinx), at an anchor that exists."
-    from sphinx.util.inventory import InventoryFile
-    with open(SITE/'objects.inv', 'rb') as f: inv = InventoryFile.load(f, '', lambda base, uri: uri)
-    objects = {name: item.uri for domain, entries in inv.items() if domain.startswith('py:') for name, item in entries.items()}
+    objects = {name: item.uri for (role, name), item in inventory()[0].items() if role.startswith('py:')}
     missing = [f'{m}.{n}' for m, n in public_names() if f'{m}.{n}' not in objects]
     assert not missing, f'no objects.inv entry for: {missing}'
     for m, n in public_names():
@@ -188,12 +209,85 @@ def test_objects_inv_has_every_public_name():
         assert f'id="{anchor}"' in (SITE/page).read_text(), objects[f'{m}.{n}']
 
 @needs_site
-def test_api_page_lists_every_public_name_by_chapter():
+def test_objects_inv_resolves_the_names_users_write():
+    """`gumbel_tut.X` for every name of the public API (and the methods users call on its distributions), a
+    `py:module` entry for each module, and the package's version, as intersphinx reads them."""
+    import gumbel_tut
+    items, versions = inventory()
+    objects = {name: item.uri for (role, name), item in items.items() if role.startswith('py:')}
+    wanted = [f'gumbel_tut.{n}' for n in gumbel_tut.__all__] + ['gumbel_tut.GumbelSoftmax.rsample', 'gumbel_tut.GumbelSoftmax.log_prob']
+    missing = [n for n in wanted if n not in objects]
+    assert not missing, f'objects.inv does not resolve: {missing}'
+    for name in wanted:
+        page, _, anchor = objects[name].partition('#')
+        assert f'id="{anchor}"' in (SITE/page).read_text(), objects[name]
+    assert objects['gumbel_tut.gumbel_softmax'] == objects[f'{gumbel_tut.gumbel_softmax.__module__}.gumbel_softmax']
+    listed = {name for (role, name) in items if role == 'py:module'}
+    assert set(modules()) | {'gumbel_tut'} <= listed, set(modules()) - listed
+    assert versions == {gumbel_tut.__version__}, versions
+
+@needs_site
+def test_api_page_lists_every_public_name_by_page():
+    import gumbel_tut
     html = (SITE/'api.html').read_text()
-    for m, n in public_names(): assert re.search(rf'href="\d\d_\w+\.html#{re.escape(m)}\.{n}"', html), f'{m}.{n}: no link on the API page'
+    for m, n in public_names(): assert re.search(rf'href="\w+\.html#{re.escape(m)}\.{n}"', html), f'{m}.{n}: no link on the API page'
+    for n in gumbel_tut.__all__: assert re.search(rf'href="\w+\.html#gumbel_tut\.\w+\.{n}"', html), f'gumbel_tut.{n}: no link'
     assert ':py:' not in re.sub(r'<[^>]+>', '', html), 'an unrendered role on the API page'
-    chapters = re.findall(r'<h2>Chapter \d: <code[^>]*><span class="pre">gumbel_tut\.', html)
-    assert len(chapters) == 6, 'one section per chapter'
+    sections = re.findall(r'<h2>(?:Chapter \d|Library note): <code[^>]*><span class="pre">gumbel_tut\.', html)
+    assert len(sections) == len(modules()), 'one section per module'
+
+@needs_site
+def test_navigation_has_the_tutorial_and_the_library_notes():
+    "The sidebar's two captions, each over its own pages."
+    nav = fetch_file('index.html')
+    nav = nav[nav.index('bd-sidebar-primary'):]
+    captions = re.findall(r'caption-text">([^<]+)<', nav)
+    assert captions[:2] == ['Tutorial', 'Library notes'], captions
+    tutorial, notes = nav.split('caption-text">Library notes')[0], nav.split('caption-text">Library notes')[1]
+    assert 'href="gumbel.html"' in tutorial and 'href="api.html"' in notes
+
+def test_navigation_parts_without_a_build():
+    "build.py's toctrees: 'Tutorial' over the chapters (notebooks 00-09), 'Library notes' over 10-19 and the API page."
+    paths = build.chapters(ROOT/'nbs')
+    toc = build.navigation(paths)
+    tutorial, _, notes = toc.partition(':caption: Library notes')
+    assert ':caption: Tutorial' in tutorial and notes
+    for p in paths:
+        if build.part(p) == 'Tutorial': assert f'\n{build.page_name(p)}\n' in tutorial, p.name
+        elif build.part(p) == 'Library notes': assert f'\n{build.page_name(p)}\n' in notes, p.name
+    assert '\napi\n' in notes and build.part('00_gumbel.ipynb') == 'Tutorial' and build.part('10_checks.ipynb') == 'Library notes'
+
+def test_modidx_links_reach_site_pages():
+    """Every link of nbdev's `_modidx.py` (what other nbdev projects' docs and `show_doc` link to) names a page the
+    site has, with the site's form of nbdev's anchor, on the page of the notebook that defines the symbol."""
+    from gumbel_tut._modidx import d
+    pages = build.site_pages()
+    assert d['settings']['doc_host'] + d['settings']['doc_baseurl'] + '/' == PYPROJECT_DOCS
+    for module, syms in d['syms'].items():
+        for sym, (url, path) in syms.items():
+            page, _, anchor = url.partition('#')
+            assert page in pages, f'{sym}: {url} is not a page of the site ({sorted(pages)})'
+            assert anchor == build.nbdev_anchor(sym.removeprefix(module + '.')), (sym, url)
+
+def test_module_docstrings_link_to_site_pages():
+    "Each module's docstring ends with `Docs: <a page of the site>` (nbdev's Markdown twin of the page)."
+    for module in modules() + ['gumbel_tut._api']:
+        doc = importlib.import_module(module).__doc__
+        url = re.search(r'^Docs: (\S+)$', doc, re.M).group(1)
+        assert url.startswith(PYPROJECT_DOCS) and url.removeprefix(PYPROJECT_DOCS) in build.site_pages(), (module, url)
+
+@needs_site
+def test_nbdev_links_reach_their_anchors():
+    "On the built site, nbdev's link to each public name (and each module docstring's page) exists."
+    from gumbel_tut._modidx import d
+    missing = []
+    for m, n in public_names():
+        url = d['syms'][m].get(f'{m}.{n}', (None,))[0]
+        if url is None: continue  # a constant: nbdev indexes only functions and classes
+        page, _, anchor = url.partition('#')
+        if f'id="{anchor}"' not in fetch_file(page): missing.append(url)
+    assert not missing, missing
+    for page in build.site_pages(): assert (SITE/page).is_file(), page
 
 @needs_site
 @pytest.mark.parametrize('name', [p for p in site_pages() if p != MISSING])

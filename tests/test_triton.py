@@ -9,7 +9,7 @@ import pytest, torch
 if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1')
 pytest.importorskip('triton', reason="triton is not installed: `make test-triton` installs the 'triton' extra and runs these tests")
 from scipy import stats
-from gumbel_tut import check_logits
+from gumbel_tut.gumbel import check_logits
 from gumbel_tut.helpers import chi_square_pvalue
 import gumbel_tut.relax as relax
 from gumbel_tut.backends import gumbel_softmax
