@@ -218,16 +218,26 @@ class GumbelRaoEstimator(Estimator):
     def _sample(self, logits, tau, generator): return gumbel_rao(logits, tau, k=self.k, generator=generator)
 
 # %% ../nbs/02_estimators.ipynb #77578616
-def _check_positive_float(value, name:str) -> float:
-    "Raise a `ValueError` naming `name` unless `value` is a positive finite number."
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {name}={value!r}")
-    return float(value)
+_F32 = torch.finfo(torch.float32)  # REBAR's temperature, scale and network are float32 tensors
+_LOG_TAU_RANGE = (math.log(_F32.tiny), math.log(_F32.max))  # chapter 1's usable temperatures: 1/tau and tau finite
+_ETA_MAX = math.sqrt(_F32.max)  # tuning squares estimates that scale with eta: eta**2 must stay finite
+
+def _check_float32(value, name:str, lo:float, hi:float, why:str) -> float:
+    "`value` as a float, or a `ValueError` naming `name` and the value unless it is a number in [lo, hi] (`why` says why)."
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__} {name}={value!r}")
+    try: v = float(value)
+    except OverflowError: v = math.inf if value > 0 else -math.inf  # an int too large for any float
+    if not lo <= v <= hi: raise ValueError(f"{name}={value!r} cannot be used: {name} must be in [{lo:.4g}, {hi:.4g}] ({why})")
+    return v
 
 def _relaxed(x:Tensor, log_tau:Tensor) -> Tensor:
-    "softmax(x / tau) over the last dim; `-inf` entries stay out of the temperature's gradient (no inf * 0)."
-    finite = x.isfinite()
-    scaled = torch.where(finite, x, 0.0) * torch.exp(-log_tau).to(x.dtype)
+    "softmax(x / tau) over the last dim; a row where x / tau overflows is shifted by its max first, as chapter 1 does."
+    finite = x.isfinite()  # -inf entries stay out of the temperature's gradient (no inf * 0)
+    inv_tau = torch.exp(-log_tau.clamp(*_LOG_TAU_RANGE)).to(x.dtype)  # tuning cannot leave the usable range
+    scaled = torch.where(finite, x, 0.0) * inv_tau
+    shifted = torch.where(finite, x - x.amax(-1, keepdim=True).detach(), 0.0).clamp(min=-torch.finfo(x.dtype).max) * inv_tau
+    scaled = torch.where(scaled.isinf().any(-1, keepdim=True), shifted, scaled)  # other rows: the same bits as unshifted
     return torch.softmax(torch.where(finite, scaled, -math.inf), -1)
 
 class RebarEstimator(Estimator):
@@ -242,12 +252,13 @@ class RebarEstimator(Estimator):
                  tune:bool=True, # after each `surrogate`, step the parameters down the gradient of the variance
                 ):
         super().__init__(n_samples)
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
-            raise ValueError(f"eta must be a finite number, got eta={eta!r}")
+        tau = _check_float32(tau, 'tau', _F32.tiny, _F32.max, "float32's normal numbers: 1/tau and tau finite, as chapter 1's check_tau")
+        eta = _check_float32(eta, 'eta', -_ETA_MAX, _ETA_MAX, "tuning minimizes the variance, which grows as eta**2; beyond it that overflows float32")
+        self.lr = _check_float32(lr, 'lr', _F32.tiny, _F32.max, "a positive step size that float32 holds")
         if not isinstance(tune, bool): raise ValueError(f"tune must be True or False, got tune={tune!r}")
-        self.lr, self.tune = _check_positive_float(lr, 'lr'), tune
-        self._log_tau = torch.tensor(math.log(_check_positive_float(tau, 'tau')), requires_grad=True)
-        self._eta, self._net, self._noise = torch.tensor(float(eta), requires_grad=True), [], None
+        self.tune = tune
+        self._log_tau = torch.tensor(math.log(tau), requires_grad=True)
+        self._eta, self._net, self._noise = torch.tensor(eta, requires_grad=True), [], None
         self._optimizer = self._make_optimizer()
 
     def _make_optimizer(self):
