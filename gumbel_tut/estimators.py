@@ -221,6 +221,7 @@ class GumbelRaoEstimator(Estimator):
 _F32 = torch.finfo(torch.float32)  # REBAR's temperature, scale and network are float32 tensors
 _LOG_TAU_RANGE = (math.log(_F32.tiny), math.log(_F32.max))  # chapter 1's usable temperatures: 1/tau and tau finite
 _ETA_MAX = math.sqrt(_F32.max)  # tuning squares estimates that scale with eta: eta**2 must stay finite
+_LOG_TAU_SCALED = math.log(1e-10)  # below it a gradient of the relaxation (up to 1/(4 tau)) may overflow: see `gradient`
 
 def _check_float32(value, name:str, lo:float, hi:float, why:str) -> float:
     "`value` as a float, or a `ValueError` naming `name` and the value unless it is a number in [lo, hi] (`why` says why)."
@@ -327,10 +328,15 @@ def gradient(self:RebarEstimator,
         soft = _relaxed(theta + g, self._log_tau)                                        # sigma(z)
         soft_cond = _relaxed(_perturbed_given_argmax(theta, z.argmax(-1, keepdim=True), g_cond, -1), self._log_tau)
         c, c_cond = self.control(f, soft, loss.dim()), self.control(f, soft_cond, loss.dim())
-        path, = torch.autograd.grad((c - c_cond).sum(), theta, create_graph=create_graph)  # grad c(z) - grad c(z~)
+        # at a tiny lambda a tie makes grad c ~ eta / lambda: differentiate lambda * c (1 elsewhere: the same bits) and divide
+        # after, so no inf - inf inside autograd; an estimate beyond the dtype's range saturates instead of becoming NaN
+        scale = torch.where(self._log_tau < _LOG_TAU_SCALED, self._log_tau.exp(), 1.0).detach().to(theta.dtype)
+        path, = torch.autograd.grad((c - c_cond).sum() * scale, theta, create_graph=create_graph)
+        path = path / scale                                                               # grad c(z) - grad c(z~)
     score = z.detach().to(theta.dtype) - torch.softmax(theta.detach(), -1)              # grad log p(b), per variable
     weight = loss.detach().to(theta.dtype) - c_cond
-    return weight.reshape(*weight.shape, *[1] * (theta.dim() - weight.dim())) * score + path
+    big = torch.finfo(theta.dtype).max
+    return (weight.reshape(*weight.shape, *[1] * (theta.dim() - weight.dim())) * score + path).clamp(-big, big)
 
 # %% ../nbs/02_estimators.ipynb #b095f803
 @patch

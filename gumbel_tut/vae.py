@@ -899,23 +899,25 @@ def vae_cli(argv:list[str]|None=None, # command-line arguments (None: `sys.argv[
     "The console script `gumbel-tut-vae`: parse `argv` into a `VAEConfig`, set the threads of this process, train, print the test numbers."
     args = vars(vae_parser().parse_args(argv))
     run = {k: args.pop(k) for k in RUN_OPTIONS}
-    stop, previous, ck, before = InterruptCB(), None, None, None
+    stop, previous, config, ck, before = InterruptCB(), None, None, None, None
+    stamp = lambda p: (p.stat().st_ino, p.stat().st_mtime_ns) if p.exists() else None  # a new file is a new inode
     try:
         config = VAEConfig(**args)
         torch.set_num_threads(_check_int('threads', run['threads'], 1, _cpu_count()))  # the command line owns its process
         out = run['out'] if run['out'] is not None else f"runs/{Path(config.data).name or 'data'}-{config.estimator}-{config.latent}-seed{config.seed}"
         ck = Path(out) / CHECKPOINT if str(out).strip() else None
-        before = ck.stat().st_mtime_ns if ck is not None and ck.exists() else None  # a checkpoint of an earlier run
+        before = stamp(ck) if ck is not None else None  # a checkpoint of an earlier run, or none
         if threading.current_thread() is threading.main_thread():
             def on_sigint(signum, frame):
                 if not stop.request(): raise KeyboardInterrupt  # nothing to stop between steps, or a second Ctrl-C: at once
             previous = signal.signal(signal.SIGINT, on_sigint)
         result = train_vae(config=config, out=out, resume=run['resume'], overwrite=run['overwrite'], progress=not run['quiet'], cbs=[stop])
     except KeyboardInterrupt:
-        ours = ck is not None and ck.exists() and (run['resume'] or ck.stat().st_mtime_ns != before)
-        what = (f"{ck} keeps the training so far; resume with: {_command(config, out, run['threads'], run['quiet'], True)}" if ours else
-                f"no checkpoint was written yet; start again with: {_command(config, out, run['threads'], run['quiet'], False)}"
-                + ' --overwrite' * run['overwrite'])
+        if ck is None: what = "nothing was trained yet"
+        elif ck.exists() and (run['resume'] or stamp(ck) != before):  # this run's checkpoint (resumed, or written now)
+            what = f"{ck} is intact; resume with: {_command(config, out, run['threads'], run['quiet'], True)}"
+        else: what = (f"no checkpoint was written yet; start again with: {_command(config, out, run['threads'], run['quiet'], False)}"
+                      + ' --overwrite' * run['overwrite'])
         print(f"gumbel-tut-vae: interrupted; {what}", file=sys.stderr)
         raise SystemExit(130) from None  # 128 + SIGINT, the shell's convention
     except NonFiniteLossError as e: _fail(str(e), 1)

@@ -508,7 +508,7 @@ def test_default_callbacks_follow_the_config(tmp_path):
 
 
 def test_cli_sets_threads_of_its_process_only(tmp_path):
-    r = subprocess.run([_script(), '--latent', '4x5', '--hidden', '64,32', '--epochs', '2', '--iw-samples', '10', '--threads', '2',
+    r = subprocess.run([_script(), '--latent', '4x5', '--hidden', '64,32', '--epochs', '2', '--iw-samples', '10', '--threads', str(min(2, vae._cpu_count())),
                         '--max-steps', '12', '--out', str(tmp_path / 'r'), '--quiet'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / 'r' / 'metrics.json').read_text())
