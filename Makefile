@@ -8,7 +8,7 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 DOCS_WORKERS ?= 2
 
-.PHONY: help setup test docs-cache-check check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench results readme export clean chromium test-triton bench-gpu
+.PHONY: help setup test fuzz-explore docs-cache-check check-sync check-clean check-export check-readme nbtest pytest lab docs serve bench results readme export clean chromium test-triton bench-gpu
 
 ## help: list the targets below and what they do (from their `## target:` comments)
 help:
@@ -53,6 +53,11 @@ nbtest: setup
 
 pytest: setup
 	$(BIN)/python -m pytest -n 2 -q
+
+## fuzz-explore: the property-based tests of tests/test_fuzz.py with random examples, many more than CI's fixed ones
+##               (Hypothesis profile 'explore' of tests/conftest.py), to hunt for new failures; minutes, not seconds
+fuzz-explore: setup
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -p no:xdist -q tests/test_fuzz.py
 
 ## bench: time the fast Gumbel-softmax against F.gumbel_softmax and clone (BENCH_ARGS='--shapes 256x10,4096x1024 --json bench.json')
 BENCH_ARGS ?=

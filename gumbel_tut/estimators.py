@@ -227,16 +227,27 @@ class GumbelRaoEstimator(Estimator):
     def _sample(self, logits, tau, generator): return gumbel_rao(logits, tau, k=self.k, generator=generator)
 
 # %% ../nbs/02_estimators.ipynb #77578616
-def _check_positive_float(value, name:str) -> float:
-    "Raise a `ValueError` naming `name` unless `value` is a positive finite number."
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {name}={value!r}")
-    return float(value)
+_F32 = torch.finfo(torch.float32)  # REBAR's temperature, scale and network are float32 tensors
+_LOG_TAU_RANGE = (math.log(_F32.tiny), math.log(_F32.max))  # chapter 1's usable temperatures: 1/tau and tau finite
+_ETA_MAX = math.sqrt(_F32.max)  # tuning squares estimates that scale with eta: eta**2 must stay finite
+_LOG_TAU_SCALED = math.log(1e-10)  # below it a gradient of the relaxation (up to 1/(4 tau)) may overflow: see `gradient`
+
+def _check_float32(value, name:str, lo:float, hi:float, why:str) -> float:
+    "`value` as a float, or a `ValueError` naming `name` and the value unless it is a number in [lo, hi] (`why` says why)."
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__} {name}={value!r}")
+    try: v = float(value)
+    except OverflowError: v = math.inf if value > 0 else -math.inf  # an int too large for any float
+    if not lo <= v <= hi: raise ValueError(f"{name}={value!r} cannot be used: {name} must be in [{lo:.4g}, {hi:.4g}] ({why})")
+    return v
 
 def _relaxed(x:Tensor, log_tau:Tensor) -> Tensor:
-    "softmax(x / tau) over the last dim; `-inf` entries stay out of the temperature's gradient (no inf * 0)."
-    finite = x.isfinite()
-    scaled = torch.where(finite, x, 0.0) * torch.exp(-log_tau).to(x.dtype)
+    "softmax(x / tau) over the last dim; a row where x / tau overflows is shifted by its max first, as chapter 1 does."
+    finite = x.isfinite()  # -inf entries stay out of the temperature's gradient (no inf * 0)
+    inv_tau = torch.exp(-log_tau.clamp(*_LOG_TAU_RANGE)).to(x.dtype)  # tuning cannot leave the usable range
+    scaled = torch.where(finite, x, 0.0) * inv_tau
+    shifted = torch.where(finite, x - x.amax(-1, keepdim=True).detach(), 0.0).clamp(min=-torch.finfo(x.dtype).max) * inv_tau
+    scaled = torch.where(scaled.isinf().any(-1, keepdim=True), shifted, scaled)  # other rows: the same bits as unshifted
     return torch.softmax(torch.where(finite, scaled, -math.inf), -1)
 
 class RebarEstimator(Estimator):
@@ -251,12 +262,13 @@ class RebarEstimator(Estimator):
                  tune:bool=True, # after each `surrogate`, step the parameters down the gradient of the variance
                 ):
         super().__init__(n_samples)
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
-            raise ValueError(f"eta must be a finite number, got eta={eta!r}")
+        tau = _check_float32(tau, 'tau', _F32.tiny, _F32.max, "float32's normal numbers: 1/tau and tau finite, as chapter 1's check_tau")
+        eta = _check_float32(eta, 'eta', -_ETA_MAX, _ETA_MAX, "tuning minimizes the variance, which grows as eta**2; beyond it that overflows float32")
+        self.lr = _check_float32(lr, 'lr', _F32.tiny, _F32.max, "a positive step size that float32 holds")
         if not isinstance(tune, bool): raise ValueError(f"tune must be True or False, got tune={tune!r}")
-        self.lr, self.tune = _check_positive_float(lr, 'lr'), tune
-        self._log_tau = torch.tensor(math.log(_check_positive_float(tau, 'tau')), requires_grad=True)
-        self._eta, self._net, self._noise = torch.tensor(float(eta), requires_grad=True), [], None
+        self.tune = tune
+        self._log_tau = torch.tensor(math.log(tau), requires_grad=True)
+        self._eta, self._net, self._noise = torch.tensor(eta, requires_grad=True), [], None
         self._optimizer = self._make_optimizer()
 
     def _make_optimizer(self):
@@ -325,10 +337,15 @@ def gradient(self:RebarEstimator,
         soft = _relaxed(theta + g, self._log_tau)                                        # sigma(z)
         soft_cond = _relaxed(_perturbed_given_argmax(theta, z.argmax(-1, keepdim=True), g_cond, -1), self._log_tau)
         c, c_cond = self.control(f, soft, loss.dim()), self.control(f, soft_cond, loss.dim())
-        path, = torch.autograd.grad((c - c_cond).sum(), theta, create_graph=create_graph)  # grad c(z) - grad c(z~)
+        # at a tiny lambda a tie makes grad c ~ eta / lambda: differentiate lambda * c (1 elsewhere: the same bits) and divide
+        # after, so no inf - inf inside autograd; an estimate beyond the dtype's range saturates instead of becoming NaN
+        scale = torch.where(self._log_tau < _LOG_TAU_SCALED, self._log_tau.exp(), 1.0).detach().to(theta.dtype)
+        path, = torch.autograd.grad((c - c_cond).sum() * scale, theta, create_graph=create_graph)
+        path = path / scale                                                               # grad c(z) - grad c(z~)
     score = z.detach().to(theta.dtype) - torch.softmax(theta.detach(), -1)              # grad log p(b), per variable
     weight = loss.detach().to(theta.dtype) - c_cond
-    return weight.reshape(*weight.shape, *[1] * (theta.dim() - weight.dim())) * score + path
+    big = torch.finfo(theta.dtype).max
+    return (weight.reshape(*weight.shape, *[1] * (theta.dim() - weight.dim())) * score + path).clamp(-big, big)
 
 # %% ../nbs/02_estimators.ipynb #b095f803
 @patch

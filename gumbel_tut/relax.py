@@ -124,12 +124,20 @@ def exp_concrete_log_prob(y:Tensor, # log of a point of the simplex (last dim): 
     dtype = _compute_dtype(torch.promote_types(y.dtype, logits.dtype))
     y, logits = y.to(dtype), logits.to(dtype)
     tau = _as_batch_tau(tau, y)
-    live = logits.isfinite()                                     # masked categories do not count
+    shape = torch.broadcast_shapes(y.shape, logits.shape, tau.shape)
+    live = logits.isfinite().expand(shape)                       # masked categories do not count
     n = live.sum(-1).to(dtype)
-    y_live = torch.where(live, y, 0.0)                           # keeps -inf out of the arithmetic (and out of gradients)
-    s = torch.where(live, logits - tau * y_live, float('-inf'))
-    score = torch.where(live, s, 0.0).sum(-1) - n * s.logsumexp(-1)
-    lp = score + torch.lgamma(n) + (n - 1) * tau.squeeze(-1).log()
+    a = torch.where(live, logits, 0.0)                           # both of the broadcast shape
+    y_live = torch.where(live & (y > float('-inf')), y, 0.0)     # keeps -inf out of the arithmetic (and out of gradients)
+    # the score is the sum of log_softmax(s). At high tau, s_k = a_k - tau y_k overflows (tau y_k < -max) or keeps no digit
+    # of a_k, so work with d_k = s_k - s_r = (a_k - a_r) - tau (y_k - y_r), r the largest s_k: nearby y_k subtract exactly
+    big = torch.finfo(dtype).max
+    with torch.no_grad():                                        # which s_k is largest, from s / max(tau, 1): no overflow
+        c = tau.clamp(min=1)
+        r = torch.where(live, (a / c - (tau / c) * y_live).clamp(-big, big), float('-inf')).argmax(-1, keepdim=True)
+    d = (a - a.gather(-1, r)) - tau * (y_live - y_live.gather(-1, r))
+    log_sm = torch.where(live, d.clamp(max=big), float('-inf')).log_softmax(-1)
+    lp = torch.where(live, log_sm, 0.0).sum(-1) + torch.lgamma(n) + (n - 1) * tau.squeeze(-1).log()
     # off the support: mass on a masked category; on its edge: a live coordinate at log 0 (the density tends to 0 there)
     outside = (~live & (y > float('-inf'))).any(-1) | (live & (y == float('-inf'))).any(-1)
     return lp.masked_fill(outside & (n > 1), float('-inf'))

@@ -6,7 +6,7 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/vae.html.md"""
 
 # %% ../nbs/04_vae.ipynb #8127e2d0
 from __future__ import annotations
-import argparse, csv, json, math, os, re, time
+import argparse, csv, json, math, os, re, shlex, signal, sys, threading, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
@@ -34,14 +34,14 @@ __all__ = ['KL_MODES', 'RELAXED_KL_ESTIMATORS', 'CHECKPOINT', 'METRICS_CSV', 'ME
            'CancelFitException', 'Callback', 'Learner', 'StepBudgetCB', 'EarlyStoppingCB', 'TimeBudgetCB',
            'OutputFolderError', 'CheckpointCB', 'MetricsFilesCB', 'ProgressCB', 'default_callbacks', 'VAERun',
            'train_vae', 'load_vae', 'plot_history', 'reconstruct', 'sample_prior', 'latent_traversal', 'vae_parser',
-           'vae_cli']
+           'InterruptCB', 'vae_cli']
 
 # %% ../nbs/04_vae.ipynb #817973db
 def parse_latent(latent:str|tuple, # 'NxK' (N categorical variables with K categories each), or a pair (N, K)
                 ) -> tuple[int, int]: # (N, K)
     "Parse a latent size such as `'8x10'`; a `ValueError` names the argument for anything else."
     if isinstance(latent, str):
-        m = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', latent)
+        m = re.fullmatch(r'\s*([0-9]+)\s*[xX]\s*([0-9]+)\s*', latent)  # ASCII digits: int() refuses '²'
         if not m: raise ValueError(f"latent must look like NxK, e.g. '8x10' (8 variables with 10 categories each), got {latent!r}")
         n, k = int(m[1]), int(m[2])
     elif isinstance(latent, (tuple, list)) and len(latent) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in latent):
@@ -56,7 +56,7 @@ def parse_hidden(hidden:str|tuple, # hidden layer widths of the encoder, e.g. '5
     "Parse hidden layer widths; a `ValueError` names the argument for anything else."
     if isinstance(hidden, str):
         parts = [p for p in re.split(r'[,\s]+', hidden.strip()) if p]
-        if not parts or not all(p.isdigit() for p in parts):
+        if not parts or not all(re.fullmatch('[0-9]+', p) for p in parts):  # not str.isdigit, which accepts '²'
             raise ValueError(f"hidden must be comma-separated positive widths such as '512,256', got {hidden!r}")
         hidden = tuple(int(p) for p in parts)
     if not isinstance(hidden, (tuple, list)) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
@@ -69,6 +69,22 @@ def _mlp(sizes):
     layers = []
     for a, b in zip(sizes[:-1], sizes[1:]): layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
+
+def _mlp_parameters(sizes) -> int: return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+def _physical_memory() -> int|None:
+    "Bytes of memory of this machine, where the OS says (None elsewhere)."
+    try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (AttributeError, ValueError, OSError): return None
+
+def _check_fits(n_pixels:int, n:int, k:int, hidden:tuple):
+    "A `ValueError` naming `hidden` or `latent` (the larger) unless training the model fits this machine's memory."
+    params = _mlp_parameters((n_pixels, *hidden, n * k)) + _mlp_parameters((n * k, *reversed(hidden), n_pixels)) + n * k
+    need, have = 20 * params, _physical_memory()  # float32 weights, gradients, Adam's two moments, the best epoch's copy
+    if have is None or need <= have: return
+    name, value = ('latent', f'{n}x{k}') if n * k > max(hidden) else ('hidden', ','.join(map(str, hidden)))
+    raise ValueError(f"{name} {value} makes a model of {params:.3g} parameters, {need / 2**30:.3g} GiB to train (float32 weights, "
+                     f"gradients, Adam's two moments, the best epoch's copy): more than the {have / 2**30:.3g} GiB of memory of this machine")
 
 class CategoricalVAE(nn.Module):
     "Encoder MLP -> `N x K` posterior logits; decoder MLP from a (relaxed) one-hot `z` to Bernoulli pixel logits; a categorical prior."
@@ -83,6 +99,7 @@ class CategoricalVAE(nn.Module):
         self.n_latent, self.n_categories = parse_latent(latent)
         self.hidden = parse_hidden(hidden)
         nk = self.n_latent * self.n_categories
+        _check_fits(n_pixels, self.n_latent, self.n_categories, self.hidden)  # before any allocation
         self.encoder = _mlp((n_pixels, *self.hidden, nk))
         self.decoder = _mlp((nk, *reversed(self.hidden), n_pixels))
         prior = torch.zeros(self.n_latent, self.n_categories)
@@ -235,21 +252,27 @@ def _digest(obj, h=None) -> str:
     return h.hexdigest()
 
 def _temp_beside(path:Path) -> tuple[int, Path]:
-    "A new temporary file next to `path` (same folder, so `os.replace` is atomic), unique to this writer."
-    import tempfile
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    return fd, Path(tmp)
+    "A new temporary file next to `path` (same folder, so `os.replace` is atomic), unique to this writer; its mode is 0o666 & ~umask, as for any file `open` creates (`tempfile.mkstemp` would make it 0o600)."
+    import secrets
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0)
+    while True:
+        tmp = path.parent / f'.{path.name}.{secrets.token_hex(8)}.tmp'
+        try: return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError: continue  # another writer's name: draw again
 
 def _write_atomic(path:Path, data:bytes) -> Path:
-    "Write `data` to a unique temporary file, flush it to disk, `os.replace` it over `path`; on failure remove it."
-    fd, tmp = _temp_beside(path)
+    "Write `data` to a unique temporary file, flush it to disk, `os.replace` it over `path`; on failure remove it and name `path` in the error."
+    tmp = None
     try:
+        fd, tmp = _temp_beside(path)
         with open(fd, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one, never half of one
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except BaseException as e:
+        if tmp is not None: tmp.unlink(missing_ok=True)
+        if not isinstance(e, OSError): raise
+        message = f"could not write {path}: {e.strerror or e}; the previous {path.name}, if any, is intact"
+        raise (OSError(e.errno, message) if e.errno is not None else OSError(message)) from e  # OSError(errno, ...) keeps the subclass
     return path
 
 def save_checkpoint(state:dict, # tensors, numbers, strings, lists and dicts of them (loadable with `weights_only=True`)
@@ -260,9 +283,7 @@ def save_checkpoint(state:dict, # tensors, numbers, strings, lists and dicts of 
     path = Path(path)
     buf = io.BytesIO()
     torch.save({**state, 'sha256': _digest(state)}, buf)
-    try: return _write_atomic(path, buf.getbuffer())
-    except OSError as e:
-        raise OSError(e.errno, f"could not write the checkpoint {path}: {e.strerror or e}; the previous checkpoint, if any, is intact") from e
+    return _write_atomic(path, buf.getbuffer())
 
 def load_checkpoint(path:str|os.PathLike, # a file written by `save_checkpoint`
                     keys:tuple=(), # keys the caller needs: a missing one is a `CheckpointError`
@@ -349,9 +370,10 @@ class VAEConfig:
     def __post_init__(self):
         if not isinstance(self.data, str) or not self.data.strip(): raise ValueError(f"data must be a data set name or a folder, got {self.data!r}")
         if self.data.lower().startswith('mnist:') and not self.data.split(':', 1)[1].strip():
-            raise ValueError(f"data={self.data!r}: give the folder of the MNIST IDX files after the colon, e.g. 'mnist:~/data/mnist'")
+            raise ValueError(f"data {self.data!r}: give the folder of the MNIST IDX files after the colon, e.g. 'mnist:~/data/mnist'")
         if self.binarize not in BINARIZATIONS: raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {self.binarize!r}")
-        self.estimator = get_estimator(self.estimator).name  # an unknown name is a ValueError listing the names
+        try: self.estimator = get_estimator(self.estimator).name
+        except ValueError as e: raise ValueError(f"estimator: {e}") from None  # an unknown name: the message lists the names
         n, k = parse_latent(self.latent); self.latent = f'{n}x{k}'           # canonical strings: what the checkpoint stores
         self.hidden = ','.join(map(str, parse_hidden(self.hidden)))
         if not isinstance(self.learn_prior, bool): raise ValueError(f"learn_prior must be True or False, got {self.learn_prior!r}")
@@ -512,15 +534,42 @@ def state_dict(self:Learner) -> dict:
                 best_valid=self.best_valid, best_epoch=self.best_epoch, bad_epochs=self.epoch - self.best_epoch,
                 best_state=self.best_state, history=self.history)
 
-_CHECKPOINT_KEYS = ('config', 'model', 'optimizer', 'noise_rng', 'torch_rng', 'estimator_state', 'epoch', 'step', 'elapsed', 'sums',
-                    'best_valid', 'best_epoch', 'best_state', 'history')
+def _count(v): return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+def _number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+def _tensors(v): return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, Tensor) for k, t in v.items())
+def _rng_state(v): return isinstance(v, Tensor) and v.dtype == torch.uint8 and v.dim() == 1
+
+_CHECKPOINT_FIELDS = {  # what `Learner.state_dict` writes: field -> (what it must be, the check)
+    'config': ('a dict of settings', lambda v: isinstance(v, dict)), 'model': ('a dict of tensors', _tensors),
+    'optimizer': ('a dict', lambda v: isinstance(v, dict)), 'noise_rng': ('a generator state (a 1-d uint8 tensor)', _rng_state),
+    'torch_rng': ('a generator state (a 1-d uint8 tensor)', _rng_state), 'estimator_state': ('a dict', lambda v: isinstance(v, dict)),
+    'epoch': ('an int >= 0', _count), 'step': ('an int >= 0', _count), 'elapsed': ('a number >= 0', lambda v: _number(v) and v >= 0),
+    'sums': ('a dict of the numbers loss, rec and kl', lambda v: isinstance(v, dict) and set(v) == {'loss', 'rec', 'kl'} and all(map(_number, v.values()))),
+    'best_valid': ('a number', _number), 'best_epoch': ('an int >= 0', _count), 'best_state': ('a dict of tensors', _tensors),
+    'history': ('a list of dicts, one per epoch', lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v)),
+}
+_CHECKPOINT_KEYS = tuple(_CHECKPOINT_FIELDS)
+
+def _describe(v) -> str:
+    "A short description of a value for an error message: a tensor by dtype and shape, anything else by type and repr."
+    if isinstance(v, Tensor): return f"a {str(v.dtype).replace('torch.', '')} tensor of shape {tuple(v.shape)}"
+    r = repr(v)
+    return f"{type(v).__name__} {r if len(r) <= 60 else r[:57] + '...'}"
+
+def _check_checkpoint_fields(ck:dict, source:str, keys=_CHECKPOINT_KEYS):
+    "A `CheckpointError` naming `source` and the field unless every field in `keys` has its type (a checksum says nothing of types)."
+    for k in keys:
+        what, ok = _CHECKPOINT_FIELDS[k]
+        if not ok(ck[k]): raise CheckpointError(f"{source}: field '{k}' must be {what}, got {_describe(ck[k])}")
+    if 'history' in keys and len(ck['history']) != ck['epoch']:
+        raise CheckpointError(f"{source}: field 'history' must hold one row per epoch, got {len(ck['history'])} rows for epoch {ck['epoch']}")
 
 @patch
 def load_state_dict(self:Learner, ck:dict, # a `state_dict()`, e.g. from `load_checkpoint`
                     source:str='checkpoint', # where `ck` came from, for the error messages
                    ):
     "Continue from `ck`: a `ValueError` if it was trained with other settings, a `CheckpointError` if it does not fit the model."
-    if not isinstance(ck.get('config'), dict): raise CheckpointError(f"{source}: its 'config' is not a dict")
+    _check_checkpoint_fields(ck, source)  # before anything changes
     if diff := self.config.resume_mismatch(ck['config']):
         raise ValueError(f"resume: {source} was trained with other settings (saved, now): {diff}")
     try:
@@ -668,8 +717,12 @@ class VAERun:
 def _load_data(config:VAEConfig) -> DataSplits:
     "`load_dataset` for `config.data`: 'digits', 'fashion-mnist', 'mnist:FOLDER' or a folder of IDX files."
     kw = dict(binarize=config.binarize, split_seed=config.split_seed)
-    if config.data.lower().startswith('mnist:'): return load_dataset('mnist', path=config.data.split(':', 1)[1], **kw)
-    return load_dataset(config.data, **kw)
+    try:
+        if config.data.lower().startswith('mnist:'): return load_dataset('mnist', path=config.data.split(':', 1)[1], **kw)
+        return load_dataset(config.data, **kw)
+    except (ValueError, OSError, MemoryError) as e:
+        e.setting = 'data'  # what the command line names: its message names the file or folder
+        raise
 
 def train_vae(data:str|DataSplits|None=None, # 'digits', 'fashion-mnist', 'mnist:FOLDER', a folder of IDX files, or loaded `DataSplits` (None: `config.data`)
               *,
@@ -688,6 +741,7 @@ def train_vae(data:str|DataSplits|None=None, # 'digits', 'fashion-mnist', 'mnist
     if isinstance(data, DataSplits): options.update(data=data.name, binarize=data.binarize, split_seed=data.split_seed)
     elif data is not None: options['data'] = str(data)
     config = replace(config or VAEConfig(), **options)  # checks every setting before any work
+    if out is not None and not str(out).strip(): raise ValueError(f"out must name a folder, got {str(out)!r}")  # Path('') is '.'
     splits = data if isinstance(data, DataSplits) else _load_data(config)
     out = None if out is None else Path(out)
     with _run_folder(out, resume, overwrite) as ck_path:  # locked for the whole run
@@ -704,11 +758,15 @@ def load_vae(out:str|os.PathLike, # a run folder written by `train_vae` / `gumbe
              best:bool=True, # the best (validation) weights; else the last epoch's
             ) -> CategoricalVAE:
     "Rebuild the model of a finished or interrupted run from `out/checkpoint.pt` (loaded with `weights_only=True`)."
-    ck = load_checkpoint(Path(out) / CHECKPOINT, keys=('config', 'model', 'best_state'))
-    c = ck['config']
-    state = ck['best_state'] if best else ck['model']
-    model = CategoricalVAE(state['encoder.0.weight'].shape[1], c['latent'], c['hidden'], c['learn_prior'])
-    model.load_state_dict(state)
+    path = Path(out) / CHECKPOINT
+    ck = load_checkpoint(path, keys=('config', 'model', 'best_state'))
+    _check_checkpoint_fields(ck, path, keys=('config', 'model', 'best_state'))
+    c, state = ck['config'], ck['best_state'] if best else ck['model']
+    try:
+        model = CategoricalVAE(state['encoder.0.weight'].shape[1], c['latent'], c['hidden'], c['learn_prior'])
+        model.load_state_dict(state)
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: its weights do not make the model its config describes: {str(e).splitlines()[0][:300]}") from None
     return model.eval()
 
 # %% ../nbs/04_vae.ipynb #2237969b
@@ -762,10 +820,20 @@ def _none_or(typ):
     convert.__name__ = typ.__name__  # argparse names the type in its error messages
     return convert
 
+class _OneLineParser(argparse.ArgumentParser):
+    "argparse's errors as one line, `PROG: error: ...`, exit status 2 (without the usage block)."
+    def error(self, message): self.exit(2, f"{self.prog}: error: {' '.join(message.splitlines())}\n")
+
+def _cpu_count() -> int:
+    "The CPUs this process may run on."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1  # no affinity (macOS, Windows)
+
 def vae_parser() -> argparse.ArgumentParser:
     "The parser of `gumbel-tut-vae`: one option per `VAEConfig` field (its type, default and comment), plus `RUN_OPTIONS`."
-    p = argparse.ArgumentParser(prog='gumbel-tut-vae', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                description="Train a categorical VAE; write OUT/checkpoint.pt (each epoch), OUT/metrics.csv and OUT/metrics.json.")
+    p = _OneLineParser(prog='gumbel-tut-vae', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train a categorical VAE; write OUT/checkpoint.pt (each epoch), OUT/metrics.csv and OUT/metrics.json. "
+                                   "Ctrl-C stops at the next step, keeps it in the checkpoint and prints the command that resumes.")
     docs, hints = docments(VAEConfig), get_type_hints(VAEConfig)
     for f in fields(VAEConfig):
         flag, typ, doc = '--' + f.name.replace('_', '-'), hints[f.name], docs[f.name] or ''
@@ -776,23 +844,88 @@ def vae_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', help="output folder (default: runs/DATA-ESTIMATOR-LATENT-seedSEED)")
     p.add_argument('--resume', action='store_true', help="continue from OUT/checkpoint.pt")
     p.add_argument('--overwrite', action='store_true', help="start again even if OUT holds a checkpoint")
-    p.add_argument('--threads', type=int, default=1, help="torch threads of this process: small MLPs gain little from more")
+    p.add_argument('--threads', type=int, default=1, help="torch threads of this process, at most the CPUs it may use: small MLPs gain little from more")
     p.add_argument('--quiet', action='store_true', help="no progress bar")
     p.add_argument('--version', action='version', version=f'gumbel-tut-vae {__version__}')
     return p
+
+# %% ../nbs/04_vae.ipynb #e1c7a9d2
+def _as_options(message:str, setting:str|None=None) -> str:
+    "A library message in command-line terms: the settings it names (`batch_size`, `max_seconds=5`) as options (`--batch-size`, `--max-seconds 5`)."
+    names = [f.name for f in fields(VAEConfig)] + ['out', 'threads']
+    option = lambda m: '--' + m[1].replace('_', '-')
+    message = re.sub(rf"\b({'|'.join(names)})=", lambda m: option(m) + ' ', message)                  # `name=value`
+    message = re.sub(rf"\b({'|'.join(n for n in names if not n.isalpha())})\b", option, message)  # names no prose uses
+    if lead := re.match(rf"({'|'.join(names + list(RUN_OPTIONS))})\b", message): return option(lead) + message[lead.end():]
+    return message if message.startswith('--') or setting is None else f"--{setting.replace('_', '-')}: {message}"
+
+def _command(config:VAEConfig, out, threads:int, quiet:bool, resume:bool) -> str:
+    "The `gumbel-tut-vae` command line that runs `config` (settings at their defaults left out), quoted for a POSIX shell."
+    args = []
+    for f in fields(VAEConfig):
+        if (v := getattr(config, f.name)) == f.default: continue
+        flag = '--' + f.name.replace('_', '-')
+        args += [flag] if isinstance(v, bool) else [flag, 'none' if v is None else str(v)]
+    args += ['--out', str(out)] + ['--threads', str(threads)] * (threads != 1) + ['--quiet'] * quiet + ['--resume'] * resume
+    return shlex.join(['gumbel-tut-vae', *args])
+
+class InterruptCB(Callback):
+    "Ctrl-C of the command line: `request()` stops training at the next step, after `CheckpointCB` has saved it; then `KeyboardInterrupt`."
+    order = 90
+    def __init__(self): self.fitting, self.requested = False, False
+    def request(self) -> bool:
+        "Ask training to stop at the next step; False if no training is running, or a stop was asked already (stop at once then)."
+        if not self.fitting or self.requested: return False
+        self.requested = True
+        return True
+    def before_fit(self, learn): self.fitting = True
+    def before_epoch(self, learn):
+        if self.requested: raise CancelFitException('interrupted')
+    after_epoch = before_epoch
+    def after_step(self, learn):  # at the end of an epoch, validate it first (then after_epoch stops)
+        if self.requested and learn.step < (learn.epoch + 1) * learn.n_batches: raise CancelFitException('interrupted')
+    def after_fit(self, learn):
+        self.fitting = False
+        if learn.stopped == 'interrupted': raise KeyboardInterrupt
+
+# %% ../nbs/04_vae.ipynb #e1c7a9d3
+def _fail(message:str, status:int):
+    "The command line's error: one line on stderr, then `status` (2: a bad value, argparse's convention; 1: training failed)."
+    print(f"gumbel-tut-vae: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    raise SystemExit(status)
 
 def vae_cli(argv:list[str]|None=None, # command-line arguments (None: `sys.argv[1:]`, as the console script)
            ) -> VAERun|None: # the run; None for the console script, whose exit status must be 0
     "The console script `gumbel-tut-vae`: parse `argv` into a `VAEConfig`, set the threads of this process, train, print the test numbers."
     args = vars(vae_parser().parse_args(argv))
     run = {k: args.pop(k) for k in RUN_OPTIONS}
+    stop, previous, config, ck, before = InterruptCB(), None, None, None, None
+    stamp = lambda p: (p.stat().st_ino, p.stat().st_mtime_ns) if p.exists() else None  # a new file is a new inode
     try:
         config = VAEConfig(**args)
-        torch.set_num_threads(_check_int('threads', run['threads'], 1))  # a process-wide setting: the command line owns its process
-        out = run['out'] or f"runs/{Path(config.data).name or 'data'}-{config.estimator}-{config.latent}-seed{config.seed}"
-        result = train_vae(config=config, out=out, resume=run['resume'], overwrite=run['overwrite'], progress=not run['quiet'])
-    except (ValueError, OSError, NonFiniteLossError) as e:  # OSError: FileExistsError, missing data, an unwritable or busy out folder
-        raise SystemExit(f"gumbel-tut-vae: error: {e}") from None
+        torch.set_num_threads(_check_int('threads', run['threads'], 1, _cpu_count()))  # the command line owns its process
+        out = run['out'] if run['out'] is not None else f"runs/{Path(config.data).name or 'data'}-{config.estimator}-{config.latent}-seed{config.seed}"
+        ck = Path(out) / CHECKPOINT if str(out).strip() else None
+        before = stamp(ck) if ck is not None else None  # a checkpoint of an earlier run, or none
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):
+                if not stop.request(): raise KeyboardInterrupt  # nothing to stop between steps, or a second Ctrl-C: at once
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        result = train_vae(config=config, out=out, resume=run['resume'], overwrite=run['overwrite'], progress=not run['quiet'], cbs=[stop])
+    except KeyboardInterrupt:
+        if ck is None: what = "nothing was trained yet"
+        elif ck.exists() and (run['resume'] or stamp(ck) != before):  # this run's checkpoint (resumed, or written now)
+            what = f"{ck} is intact; resume with: {_command(config, out, run['threads'], run['quiet'], True)}"
+        else: what = (f"no checkpoint was written yet; start again with: {_command(config, out, run['threads'], run['quiet'], False)}"
+                      + ' --overwrite' * run['overwrite'])
+        print(f"gumbel-tut-vae: interrupted; {what}", file=sys.stderr)
+        raise SystemExit(130) from None  # 128 + SIGINT, the shell's convention
+    except NonFiniteLossError as e: _fail(str(e), 1)
+    except (ValueError, MemoryError, FileExistsError, FileNotFoundError, OutputFolderError) as e:
+        _fail(_as_options(e.strerror if isinstance(e, OSError) and e.strerror and e.filename is None else str(e), getattr(e, 'setting', None)), 2)
+    except OSError as e: _fail(e.strerror if e.strerror and e.filename is None else str(e), 1)  # a full disk, an I/O error
+    finally:
+        if previous is not None: signal.signal(signal.SIGINT, previous)
     m = result.metrics
     print(f"{m['epochs']} epochs, {m['steps']} steps in {m['seconds']:.1f} s (stopped: {m['stopped']}, best epoch {m['best_epoch']}): "
           f"test -ELBO (hard) {m['test_neg_elbo_hard']:.2f}, test -log p(x) (IW, m={config.iw_samples}) {m['test_nll_iw']:.2f} nats; "

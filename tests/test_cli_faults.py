@@ -127,3 +127,28 @@ def test_concurrent_runs_kill_and_resume(tmp_path):
     whole = train_vae('digits', epochs=epoch + 2, patience=None, seed=5, **KW).metrics
     strip = lambda m: {k: v for k, v in m.items() if k not in TIMING and k != 'config'}
     assert resumed['epochs'] == epoch + 2 and strip(resumed) == strip(json.loads(json.dumps(whole)))
+
+
+def test_ctrl_c_stops_at_a_step_and_the_printed_command_resumes_it(tmp_path):
+    """SIGINT (Ctrl-C) during training: the run stops at the next step, saves it, prints one line with the exact command
+    that resumes (the default out folder spelled out, --overwrite dropped) and exits 130; that command finishes the run
+    with exactly an uninterrupted run's result, so nothing trained before the Ctrl-C is lost."""
+    import shlex
+    epochs = 12
+    p = _cli('--epochs', epochs, '--patience', 'none', '--seed', 7, '--overwrite', cwd=tmp_path)  # out: runs/... under tmp_path
+    ck = tmp_path / 'runs' / 'digits-gs-4x5-seed7' / CHECKPOINT
+    _wait_for_checkpoint(p, ck)
+    p.send_signal(signal.SIGINT)
+    rc, out, err = _done(p, timeout=60)
+    assert rc == 130 and out == '' and err.count('\n') == 1 and 'Traceback' not in err, (rc, err[-2000:])
+    saved = load_checkpoint(ck)
+    assert saved['step'] < epochs * 12, 'the run ended before the interrupt; nothing was tested'
+    command = shlex.split(err.split('resume with: ', 1)[1])
+    assert command[0] == 'gumbel-tut-vae' and '--resume' in command and '--overwrite' not in command, command
+    assert command[command.index('--out') + 1] == 'runs/digits-gs-4x5-seed7', command
+    r = subprocess.run([_script(), *command[1:]], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = json.loads((ck.parent / METRICS_JSON).read_text())
+    whole = train_vae('digits', epochs=epochs, patience=None, seed=7, **KW).metrics
+    strip = lambda m: {k: v for k, v in m.items() if k not in TIMING and k != 'config'}
+    assert strip(resumed) == strip(json.loads(json.dumps(whole)))

@@ -3,7 +3,7 @@ Gumbel-Rao against ST-GS, forward distributions, the calling convention, and eve
 
 Statistical tests use fixed seeds and thresholds from the statistic's null distribution: p-values of KS /
 chi-square tests against alpha = 1e-3, or z-scores (standard normal under the null by the CLT) against |z| < 4."""
-import math
+import math, re
 import pytest, torch
 from scipy import stats
 from gumbel_tut.gumbel import gumbel_noise, gumbel_max, gumbel_cdf
@@ -357,3 +357,29 @@ def test_rebar_relax_bad_surrogate_input(name):
     with pytest.raises(ValueError, match='loss must have shape'): est.surrogate(loss[..., None], x, z, f=_loss_fn)
     with pytest.raises(ValueError, match='logits must have the shape'): est.gradient(_loss_fn, torch.zeros(1, 3, 4), z, loss)
     with pytest.raises(ValueError, match='state must have the keys'): est.load_state_dict({'eta': torch.tensor(1.0)})
+
+# tau and eta are checked as Python floats but stored and used in float32: a value that float32 cannot hold (or whose
+# use overflows it) was accepted and gave all-NaN gradients. Each is refused by name; the accepted range gives finite ones.
+F32 = torch.finfo(torch.float32)
+UNUSABLE = [dict(tau=1e-45), dict(tau=1e-300), dict(tau=3.5e38), dict(tau=10**400), dict(eta=1e39), dict(eta=1e300),
+            dict(eta=-1e39), dict(eta=1e20), dict(lr=1e39)]
+@pytest.mark.parametrize('name', ['rebar', 'relax'])
+@pytest.mark.parametrize('kw', UNUSABLE, ids=[repr(k) for k in UNUSABLE])
+def test_rebar_relax_refuse_values_unusable_in_float32(name, kw):
+    (arg, value), = kw.items()
+    with pytest.raises(ValueError, match=re.escape(f"{arg}={value!r}") if value != 10**400 else arg): get_estimator(name, **kw)
+
+@pytest.mark.parametrize('name', ['rebar', 'relax'])
+@pytest.mark.parametrize('tau', [F32.tiny, 1e-30, 1e-3, 1e3, 1e30, F32.max])
+@pytest.mark.parametrize('eta', [-1.8e19, 1.0, 1.8e19])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_rebar_relax_gradients_finite_over_the_accepted_range(name, tau, eta, dtype):
+    logits = (3 * torch.randn(6, 2, 4, generator=gen(71))).to(dtype)
+    logits[:, 0, 1] = -math.inf
+    est = get_estimator(name, tau=tau, eta=eta)
+    for step in range(2):  # the second call uses the tuned parameters
+        x = logits.clone().requires_grad_()
+        z = est.sample(x, generator=gen(72 + step))
+        grad, = torch.autograd.grad(est.surrogate(_loss_fn(z), x, z, f=_loss_fn).sum(), x)
+        assert grad.isfinite().all() and (grad[:, 0, 1] == 0).all(), (step, grad)
+        assert math.isfinite(est.tau) and est.tau > 0 and math.isfinite(est.eta)

@@ -9,7 +9,8 @@ import pytest, torch
 import torch.nn.functional as F
 from hypothesis import given, strategies as st, assume, example
 
-from gumbel_tut import gumbel_noise, gumbel_max, gumbel_topk, gumbel_softmax, GumbelSoftmax, ExpGumbelSoftmax
+from gumbel_tut import (gumbel_noise, gumbel_max, gumbel_topk, gumbel_softmax, GumbelSoftmax, ExpGumbelSoftmax,
+                        relaxed_topk)
 from gumbel_tut.relax import check_tau
 from gumbel_tut.helpers import chi_square_pvalue
 from gumbel_tut.estimators import ESTIMATORS, get_estimator
@@ -38,6 +39,14 @@ def all_masked_somewhere(logits, dim): return bool(logits.isneginf().all(dim).an
 taus = st.one_of(st.floats(1e-3, 1e3), st.floats(allow_nan=True, allow_infinity=True),
                  st.sampled_from([0.0, 1e-46, 1e-38, 1.17e-38, 3.4e38, 3.5e38, 10**400, -0.0, 5e-324]),
                  st.integers(-3, 3))
+
+F32 = torch.finfo(torch.float32)
+# every temperature the samplers accept (chapter 1's check_tau: float32's normal numbers), spread over all exponents,
+# with the ends themselves; and for a distribution, its logits' dtype's range
+accepted_taus = st.one_of(st.floats(F32.tiny, F32.max), st.sampled_from([F32.tiny, F32.max, 1e-30, 1e-3, 1e3, 1e30]))
+def taus_for(dtype):
+    info = torch.finfo(dtype)
+    return st.one_of(st.floats(info.tiny, info.max), st.sampled_from([info.tiny, info.max]))
 
 def gen(seed): return torch.Generator().manual_seed(seed)
 
@@ -138,6 +147,101 @@ def test_estimator_sample_fuzz(name, ld, tau, seed):
     assert z.shape == (est.n_samples, *logits.shape)
     assert_simplex(z, logits.expand_as(z), -1, est.hard)
 
+# ---- the whole accepted temperature range, in gradients and log-densities ----
+@given(logits_and_dim(), accepted_taus, st.booleans(), st.integers(0, 2**32))
+@example((torch.zeros(3, 4), -1), F32.tiny, False, 0)
+@example((torch.zeros(3, 4), -1), F32.max, True, 0)
+@pytest.mark.parametrize('backend', ['reference', 'fast'])
+def test_gumbel_softmax_gradients_over_the_tau_range(backend, ld, tau, hard, seed):
+    "Any accepted temperature: finite gradients, zero on masked categories."
+    logits, dim = ld
+    assume(not all_masked_somewhere(logits, dim) and logits.dtype in (torch.float32, torch.float64))
+    x = logits.clone().requires_grad_()
+    y = gumbel_softmax(x, tau=tau, hard=hard, dim=dim, generator=gen(seed), backend=backend)
+    (y * torch.randn(y.shape, generator=gen(seed + 1), dtype=y.dtype)).sum().backward()
+    assert x.grad.isfinite().all() and (x.grad[logits.isneginf()] == 0).all(), (tau, x.grad)
+
+@given(logits_and_dim(max_dims=2), st.integers(-1, 7), st.one_of(accepted_taus, taus), st.booleans(), st.integers(0, 2**32))
+def test_relaxed_topk_fuzz(ld, k, tau, hard, seed):
+    "A relaxed k-hot (entries >= 0 summing to k, none on a masked category; an entry may exceed 1) with finite gradients, or a clear error."
+    logits, dim = ld
+    x = logits.clone().requires_grad_(logits.dtype in (torch.float32, torch.float64))
+    try: y = relaxed_topk(x, k, tau, hard=hard, dim=dim, generator=gen(seed))
+    except CLEAR as e:
+        d = dim % logits.dim()
+        bad_k = isinstance(k, bool) or k < 1 or k > int(logits.isfinite().sum(d).min())
+        assert bad_k or not (isinstance(tau, (int, float)) and F32.tiny <= tau <= F32.max), f'refused a valid call: {e}'
+        return
+    y64 = y.double()
+    tol = {torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float32: 1e-5, torch.float64: 1e-10}[logits.dtype] * logits.shape[dim] * k
+    assert y.shape == logits.shape and y64.isfinite().all() and (y64 >= 0).all()
+    assert ((y64.sum(dim) - k).abs() <= tol).all() and (y64[logits.isneginf()] == 0).all()
+    if x.requires_grad:
+        (y * torch.randn(y.shape, generator=gen(seed + 1), dtype=y.dtype)).sum().backward()
+        assert x.grad.isfinite().all() and (x.grad[logits.isneginf()] == 0).all(), (tau, x.grad)
+
+etas = st.one_of(st.floats(-1.8e19, 1.8e19), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e39, -1e39, 1e300, 10**400]))
+@given(st.sampled_from(['rebar', 'relax']), logits_and_dim(max_dims=2, max_side=4), st.one_of(accepted_taus, taus), etas,
+       st.integers(0, 2**32))
+@example('rebar', (torch.zeros(3, 4), -1), 1e-45, 1.0, 0)   # once accepted, then all-NaN gradients
+@example('relax', (torch.zeros(3, 4), -1), 1.0, 1e39, 0)
+@example('rebar', (torch.zeros(3, 4), -1), F32.tiny, 1.0, 0)
+@example('rebar', (torch.tensor([4194302., 4194304.]), 0), F32.tiny, 13.0, 0)  # a rounded tie at the lowest tau: once NaN
+def test_rebar_relax_surrogate_fuzz(name, ld, tau, eta, seed):
+    "Any accepted temperature and scale: finite gradients for the logits (and finite tuned parameters), or a ValueError naming the argument."
+    logits, _ = ld
+    assume(logits.dtype in (torch.float32, torch.float64) and not logits.isneginf().all(-1).any())
+    try: est = get_estimator(name, tau=tau, eta=eta)
+    except CLEAR as e:
+        assert 'tau' in str(e) or 'eta' in str(e), e
+        ok_tau = isinstance(tau, (int, float)) and not isinstance(tau, bool) and F32.tiny <= tau <= F32.max
+        ok_eta = isinstance(eta, (int, float)) and -1.8e19 <= eta <= 1.8e19
+        assert not (ok_tau and ok_eta), f'refused a valid call: {e}'
+        return
+    w = torch.randn(logits.shape[-1], generator=gen(seed), dtype=logits.dtype)
+    f = lambda z: (z * w).sum(-1).atan()  # a bounded loss with bounded derivatives
+    for step in range(2):  # the second with the tuned parameters
+        x = logits.clone().requires_grad_()
+        z = est.sample(x, generator=gen(seed + step))
+        grad, = torch.autograd.grad(est.surrogate(f(z), x, z, f=f).sum(), x)
+        assert grad.isfinite().all() and (grad[logits.isneginf()] == 0).all(), (tau, eta, grad)
+        assert math.isfinite(est.eta) and est.tau > 0
+
+def exact_exp_log_prob(y, logits, tau) -> float:
+    "ExpConcrete log-density from the exact rational differences s_k - s_max, then float64 sums (independent of the library's code)."
+    from fractions import Fraction
+    live = [k for k in range(len(logits)) if math.isfinite(logits[k])]
+    if len(live) > 1 and any(y[k] == -math.inf for k in live): return -math.inf
+    s = [Fraction(logits[k]) - Fraction(tau) * Fraction(y[k]) for k in live]
+    d = [float(v - max(s)) for v in s]
+    return math.lgamma(len(live)) + (len(live) - 1) * math.log(tau) + math.fsum(d) - len(live) * math.log(math.fsum(map(math.exp, d)))
+
+@given(st.sampled_from(DTYPES), st.data(), st.integers(1, 6), st.integers(0, 2**32))
+@example(torch.float32, None, 10, 0)  # GumbelSoftmax(1e38, logits=zeros(10)): once a NaN log-density of its own sample
+def test_log_prob_at_extreme_tau_fuzz(dtype, data, k, seed):
+    "The log-density of a distribution's own samples, at any temperature its dtype accepts: never NaN; ExpConcrete's is the exact value."
+    if data is None: tau, logits = 1e38, torch.zeros(k, dtype=dtype)
+    else:
+        tau = data.draw(taus_for(dtype))
+        logits = torch.tensor(data.draw(st.lists(st.one_of(st.floats(-30, 30), st.just(-math.inf)), min_size=k, max_size=k)), dtype=dtype)
+        assume(not logits.isneginf().all())
+    d = ExpGumbelSoftmax(tau, logits=logits)
+    y = d.sample((2,), generator=gen(seed))
+    lp = d.log_prob(y)
+    assert not lp.isnan().any() and not lp.isposinf().any(), (tau, lp)
+    eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
+    t, a = float(d.temperature), d.logits.double().tolist()
+    for yi, got in zip(y.double().tolist(), lp.tolist()):
+        want = exact_exp_log_prob(yi, a, t)
+        if want == -math.inf: assert got == -math.inf; continue
+        live = [j for j in range(k) if math.isfinite(a[j])]
+        r = max(live, key=lambda j: a[j] - t * yi[j])
+        scale = math.lgamma(len(live)) + (len(live) - 1) * abs(math.log(t)) + len(live) * (
+            math.log(len(live)) + sum(abs(a[j] - a[r]) + t * abs(yi[j] - yi[r]) for j in live))
+        assert abs(got - want) <= 16 * eps * scale, (tau, got, want)
+    x = GumbelSoftmax(tau, logits=logits).sample((2,), generator=gen(seed))
+    assert not GumbelSoftmax(tau, logits=logits).log_prob(x).isnan().any()
+
 # ---- bad arguments of every kind: a clear error, never torch's ----
 SEED_MESSAGE = r'generator must be a torch.Generator or None, got int generator=42; for a seed use torch.Generator\(\).manual_seed\(seed\)'
 
@@ -158,8 +262,6 @@ def test_bad_dims(fn, dim):
 
 @pytest.mark.parametrize('call,msg', [
     (lambda: gumbel_topk(torch.zeros(0, 5), 1), None),                              # an empty batch: no error at all
-    (lambda: gumbel_max(torch.zeros(2, 3, device='meta')), 'meta'),
-    (lambda: gumbel_softmax(torch.zeros(2, 3, device='meta')), 'meta'),
     (lambda: gumbel_softmax(torch.zeros(2, 3), tau=10**400), 'tau'),
     (lambda: gumbel_softmax(torch.zeros(2, 3), tau=1e-46), 'usable range'),
     (lambda: gumbel_softmax(torch.zeros(64, 64).index_fill_(1, torch.tensor([3]), -math.inf), tau=3.5e38), 'usable range'),  # fast-path size

@@ -403,3 +403,66 @@ def test_temperature_checked_in_the_logits_dtype():
     with pytest.raises(ValueError, match='temperature=65520.0 cannot be used: the usable range in float16'):
         GumbelSoftmax(65520.0, logits=torch.zeros(3, dtype=torch.float16))
     GumbelSoftmax(65520.0, logits=torch.zeros(3))  # fine in float32
+
+
+# --- log-densities over the whole accepted temperature range -------------------------------------------------------
+
+def exact_exp_concrete_log_prob(y, logits, tau) -> float:
+    """The ExpConcrete log-density of one point from the exact rational differences s_k - s_max (s_k = a_k - tau y_k,
+    every float read as the rational it is), rounded once to float64, then sums in float64 (`math.fsum`)."""
+    from fractions import Fraction
+    live = [k for k in range(len(logits)) if math.isfinite(logits[k])]
+    n = len(live)
+    if any(y[k] == -math.inf for k in live) and n > 1: return -math.inf  # the edge of the support: the limit
+    t = Fraction(tau)
+    s = [Fraction(logits[k]) - t * Fraction(y[k]) for k in live]
+    top = max(s)
+    d = [float(v - top) for v in s]  # exact, then one rounding; <= 0
+    log_z = math.log(math.fsum(math.exp(v) for v in d))
+    return math.lgamma(n) + (n - 1) * math.log(tau) + math.fsum(d) - n * log_z
+
+def exact_condition(y, logits, tau) -> float:
+    "The sum of the magnitudes of the terms `exp_concrete_log_prob` adds up: its rounding error is a small multiple of eps times this."
+    live = [k for k in range(len(logits)) if math.isfinite(logits[k])]
+    n = len(live)
+    s = [(logits[k] - tau * y[k], k) for k in live]
+    r = max(s)[1]
+    spread = sum(abs(logits[k] - logits[r]) + tau * abs(y[k] - y[r]) for k in live)
+    return math.lgamma(n) + (n - 1) * abs(math.log(tau)) + n * math.log(n) + n * spread
+
+# every (dtype, tau, K) below gave a NaN log-density of the distribution's own samples
+EXTREME = [(torch.float32, 1e38, 10), (torch.float32, 1e35, 1000), (torch.bfloat16, 2.45e38, 10), (torch.float32, 3.4e38, 7),
+           (torch.float16, 6e4, 10), (torch.float64, 1e300, 10), (torch.float64, 1.7e308, 4), (torch.float32, 1e20, 10)]
+@pytest.mark.parametrize('dtype,tau,k', EXTREME)
+@pytest.mark.parametrize('uniform', [True, False])
+def test_log_prob_of_own_samples_at_extreme_tau_is_exact(dtype, tau, k, uniform):
+    logits = (torch.zeros(k) if uniform else 3 * torch.randn(k, generator=gen(80))).to(dtype)
+    eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps  # the compute dtype's
+    for cls in (ExpGumbelSoftmax, GumbelSoftmax):
+        d = cls(tau, logits=logits)
+        v = d.sample((3,), generator=gen(81))
+        lp = d.log_prob(v)
+        assert lp.isfinite().all(), (cls.__name__, lp)
+        t, a = float(d.temperature), d.logits.double().tolist()
+        for row, got in zip(v, lp.tolist()):
+            y = (row.double().log() if cls is GumbelSoftmax and dtype == torch.float64 else
+                 row.float().log().double() if cls is GumbelSoftmax else row.double()).tolist()
+            want = exact_exp_concrete_log_prob(y, a, t) - (math.fsum(y) if cls is GumbelSoftmax else 0.0)
+            tol = 16 * eps * (exact_condition(y, a, t) + (sum(map(abs, y)) if cls is GumbelSoftmax else 0.0))
+            assert abs(got - want) <= tol, (cls.__name__, got, want, tol)
+
+@pytest.mark.parametrize('tau', [1.1754943508222875e-38, 1e-30, 1e-3, 1.0, 1e3, 1e30, 3.4028234663852886e38])
+def test_exp_log_prob_matches_the_exact_value_across_the_tau_range(tau):
+    "Random points near the samples' scale, not only the samples: the log-density agrees with the exact rational one."
+    g = gen(82)
+    a = torch.randn(50, 6, generator=g).log_softmax(-1)
+    a[::7, 2] = -math.inf
+    z = a + gumbel_noise(a.shape, generator=g)
+    y = ((z - z.amax(-1, keepdim=True)) / tau).clamp(min=-3e38).log_softmax(-1)  # finite in float32
+    y = torch.where(a.isfinite(), y, -math.inf)
+    lp = exp_concrete_log_prob(y, a, tau)
+    assert not lp.isnan().any()
+    for yi, ai, got in zip(y.double().tolist(), a.double().tolist(), lp.tolist()):
+        want = exact_exp_concrete_log_prob(yi, ai, tau)
+        if want == -math.inf: assert got == -math.inf; continue
+        assert abs(got - want) <= 16 * torch.finfo(torch.float32).eps * exact_condition(yi, ai, tau), (got, want)

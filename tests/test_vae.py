@@ -1,10 +1,11 @@
 "Tests of chapter 4 (gumbel_tut.vae): resume, checkpoints, NaN handling, the CLI, the evaluation bounds, bad arguments."
-import itertools, json, math, os, shutil, subprocess, sys
+import errno, itertools, json, math, os, re, shlex, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from dataclasses import asdict, fields
 
 import gumbel_tut.vae as vae
 from gumbel_tut.data import load_dataset
@@ -119,23 +120,53 @@ def test_cli_in_process(tmp_path, capsys):
     assert 'test -ELBO (hard)' in capsys.readouterr().out
 
 
-@pytest.mark.parametrize('args,msg', [
-    (['--latent', '8x0'], 'K >= 2'), (['--latent', '0x10'], 'N >= 1'), (['--latent', 'eight'], 'NxK'),
-    (['--estimator', 'nope'], 'unknown estimator'), (['--epochs', '0'], 'epochs'), (['--hidden', '512,-1'], 'hidden'),
-    (['--kl', 'relaxed', '--estimator', 'st'], 'relaxed'), (['--lr', '-1'], 'lr'), (['--data', '/no/such/folder'], 'no/such'),
-    (['--binarize', 'maybe'], 'binarize'), (['--kl', 'approx'], 'kl'),
-    (['--seed', str(2**64)], 'seed'), (['--data', 'mnist:'], 'after the colon'),
-    (['--max-seconds', '1e-9'], 'before the first epoch'),
+def _cli_error(capsys, args, tmp_path):
+    "Run the command line in this process on arguments that must fail: (exit status, stderr)."
+    with pytest.raises(SystemExit) as e: vae_cli(['--epochs', '1', '--quiet', '--out', str(tmp_path / 'x'), *args])
+    return e.value.code, capsys.readouterr().err
+
+
+def _one_error_line(err, option):
+    "The command line's error style: one line on stderr, `gumbel-tut-vae: error: --option ...`."
+    assert err.count('\n') == 1 and err.startswith(f'gumbel-tut-vae: error: {option}') and 'Traceback' not in err, err
+    return err
+
+
+@pytest.mark.parametrize('args,option,msg', [
+    (['--latent', '8x0'], '--latent', 'K >= 2'), (['--latent', '0x10'], '--latent', 'N >= 1'), (['--latent', 'eight'], '--latent', 'NxK'),
+    (['--estimator', 'nope'], '--estimator', 'unknown estimator'), (['--epochs', '0'], '--epochs', 'epochs'),
+    (['--hidden', '512,-1'], '--hidden', 'hidden'), (['--kl', 'relaxed', '--estimator', 'st'], '--kl', 'relaxed'),
+    (['--lr', '-1'], '--lr', 'lr'), (['--data', '/no/such/folder'], '--data', 'no/such'),
+    (['--binarize', 'maybe'], '--binarize', 'binarize'), (['--kl', 'approx'], '--kl', 'kl'),
+    (['--seed', str(2**64)], '--seed', 'seed'), (['--data', 'mnist:'], '--data', 'after the colon'),
+    (['--max-seconds', '1e-9'], '--max-seconds', 'before the first epoch'),
+    # the names as typed, never the Python fields (batch_size)
+    (['--batch-size', '0'], '--batch-size', 'got 0'), (['--tau-min', '0'], '--tau-min', 'got 0'),
+    (['--tau0', 'inf'], '--tau0', 'got inf'), (['--anneal-rate', '-1'], '--anneal-rate', 'got -1'),
+    (['--anneal-every', '0'], '--anneal-every', 'got 0'), (['--valid-samples', '0'], '--valid-samples', 'got 0'),
+    (['--iw-samples', '0'], '--iw-samples', 'got 0'), (['--max-steps', '0'], '--max-steps', 'got 0'),
+    (['--split-seed', '-1'], '--split-seed', 'got -1'), (['--prior-tau', '0'], '--prior-tau', 'got 0'),
+    (['--patience', '0'], '--patience', 'got 0'),
+    # sizes no machine holds, and text that is not a number: one line, never MemoryError, OverflowError or a traceback
+    (['--hidden', '1000000000000'], '--hidden', '1000000000000'), (['--latent', '1x100000000000'], '--latent', '100000000000'),
+    (['--hidden', '512,100000000000'], '--hidden', '100000000000'), (['--threads', '10000000000'], '--threads', '10000000000'),
+    (['--threads', '0'], '--threads', 'got 0'), (['--hidden', '²'], '--hidden', '²'), (['--latent', '²x10'], '--latent', '²'),
+    (['--out', ''], '--out', "''"), (['--out', '  '], '--out', "'  '"),
 ])
-def test_cli_bad_args(tmp_path, args, msg):
-    with pytest.raises(SystemExit, match=msg):
-        vae_cli(['--epochs', '1', *args, '--out', str(tmp_path / 'x'), '--quiet'])
+def test_cli_bad_args(tmp_path, capsys, args, option, msg):
+    code, err = _cli_error(capsys, args, tmp_path)
+    assert code == 2 and msg in _one_error_line(err, option), err
+    assert not re.search(r'\b(%s)\b' % '|'.join(f.name for f in fields(VAEConfig) if '_' in f.name), err), err
     assert not (tmp_path / 'x' / 'checkpoint.pt').exists()
 
 
-def test_cli_bad_arg_subprocess():
-    r = subprocess.run([_script(), '--latent', '8x0'], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and "K >= 2" in r.stderr and 'Traceback' not in r.stderr
+@pytest.mark.parametrize('args,option', [(['--latent', '8x0'], '--latent'), (['--batch-size', '0'], '--batch-size'),
+                                         (['--hidden', '1000000000000'], '--hidden'), (['--epochs', 'many'], '--epochs')])
+def test_cli_bad_arg_subprocess(tmp_path, args, option):
+    "As a console script: exit status 2 (argparse's convention) and one line on stderr, whoever finds the bad value."
+    r = subprocess.run([_script(), *args, '--out', str(tmp_path / 'x')], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == '', (r.returncode, r.stderr)
+    _one_error_line(r.stderr, f'argument {option}' if 'many' in args else option)
 
 
 def test_resume_errors(tmp_path, digits):
@@ -333,7 +364,7 @@ def test_huge_learning_rate_is_a_non_finite_loss_error(digits):
 def test_unwritable_out_fails_before_training(tmp_path, digits, monkeypatch):
     import tempfile
     def refuse(*a, **k): raise PermissionError(13, 'Permission denied')
-    monkeypatch.setattr(tempfile, 'mkstemp', refuse)
+    monkeypatch.setattr(vae, '_temp_beside', refuse)
     calls = []
     monkeypatch.setattr(vae, 'vae_loss', lambda *a, **k: calls.append(1))
     with pytest.raises(vae.OutputFolderError, match=f'{tmp_path}.*not writable.*Permission denied'):
@@ -388,14 +419,7 @@ def test_small_unclear_errors(tmp_path, digits, kwargs, msg):
     assert not (tmp_path / 'metrics.json').exists()
 
 
-def test_cli_names_seed_and_empty_mnist_folder(tmp_path):
-    with pytest.raises(SystemExit, match='seed'): vae_cli(['--seed', str(2**64), '--epochs', '1', '--out', str(tmp_path), '--quiet'])
-    with pytest.raises(SystemExit, match='mnist:'): vae_cli(['--data', 'mnist:', '--epochs', '1', '--out', str(tmp_path), '--quiet'])
-
-
 # ---- the configuration, the learner and its callbacks ----
-
-from dataclasses import asdict, fields
 
 from gumbel_tut.vae import (Callback, CancelFitException, Learner, StepBudgetCB, VAEConfig, default_callbacks, vae_parser,
                             RUN_OPTIONS)
@@ -484,10 +508,84 @@ def test_default_callbacks_follow_the_config(tmp_path):
 
 
 def test_cli_sets_threads_of_its_process_only(tmp_path):
-    r = subprocess.run([_script(), '--latent', '4x5', '--hidden', '64,32', '--epochs', '2', '--iw-samples', '10', '--threads', '2',
+    r = subprocess.run([_script(), '--latent', '4x5', '--hidden', '64,32', '--epochs', '2', '--iw-samples', '10', '--threads', str(min(2, vae._cpu_count())),
                         '--max-steps', '12', '--out', str(tmp_path / 'r'), '--quiet'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / 'r' / 'metrics.json').read_text())
     assert m['stopped'] == 'steps' and 'threads' not in m['config']
     r = subprocess.run([_script(), '--epochs', 'many'], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "argument --epochs: invalid int value: 'many'" in r.stderr
+    assert r.returncode == 2 and r.stderr == "gumbel-tut-vae: error: argument --epochs: invalid int value: 'many'\n"
+
+
+# ---- the command line and the run folder in real use: sizes, permissions, interrupts, damaged fields, a full disk ----
+
+@pytest.mark.parametrize('hidden,latent,name', [((10**12,), '8x10', 'hidden'), ((512, 10**11), '8x10', 'hidden'),
+                                                 ((64,), (1, 10**11), 'latent'), ((64,), (10**6, 10**6), 'latent')])
+def test_a_model_no_machine_holds_is_a_value_error(hidden, latent, name):
+    "Before any allocation: a ValueError naming the setting, never torch's allocation error or a MemoryError."
+    with pytest.raises(ValueError, match=f'{name}.*parameters.*memory'): CategoricalVAE(64, latent, hidden)
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o077, 0o002])
+def test_outputs_respect_the_umask(tmp_path, digits, umask):
+    "Every file of a run is created with mode 0o666 & ~umask, as `open` would (a temporary file is 0o600 by default)."
+    old = os.umask(umask)
+    try: train_vae(digits, epochs=1, out=tmp_path / 'run', **SMALL)
+    finally: os.umask(old)
+    for name in ('checkpoint.pt', 'metrics.csv', 'metrics.json', '.lock'):
+        assert (tmp_path / 'run' / name).stat().st_mode & 0o777 == 0o666 & ~umask, (name, oct(umask))
+
+
+def test_full_disk_while_writing_metrics_names_the_file(tmp_path, digits, monkeypatch, capsys):
+    real, calls = os.fsync, itertools.count()
+    def fsync(fd):  # the second write of the run (epoch 1's metrics.csv, after its checkpoint) meets a full disk
+        if next(calls) == 1: raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    with pytest.raises(OSError, match=f"{re.escape(str(tmp_path / 'a' / 'metrics.csv'))}: No space left on device") as e:
+        train_vae(digits, epochs=2, out=tmp_path / 'a', **SMALL)
+    assert e.value.errno == errno.ENOSPC
+    calls = itertools.count()  # again through the command line: one line that names the file
+    code, err = _cli_error(capsys, ['--latent', '4x5', '--hidden', '64,32', '--iw-samples', '20', '--out', str(tmp_path / 'b')], tmp_path)
+    monkeypatch.undo()
+    assert code == 1 and err.count('\n') == 1 and f"{tmp_path / 'b' / 'metrics.csv'}: No space left on device" in err, err
+    assert sorted(p.name for p in (tmp_path / 'b').iterdir()) == ['.lock', 'checkpoint.pt']  # no temporary file left
+
+
+FIELD_DAMAGE = [('epoch', 'x'), ('epoch', -1), ('step', 2.5), ('history', None), ('history', [1, 2]), ('torch_rng', 1.5),
+                ('noise_rng', 1.5), ('noise_rng', torch.zeros(3)), ('elapsed', 'x'), ('best_valid', None), ('best_epoch', True),
+                ('sums', [1]), ('sums', {'loss': 'x', 'rec': 0., 'kl': 0.}), ('best_state', None), ('model', 3),
+                ('optimizer', None), ('estimator_state', 3), ('config', [])]
+@pytest.mark.parametrize('field,value', FIELD_DAMAGE, ids=[f'{f}={v!r}' for f, v in FIELD_DAMAGE])
+def test_resume_from_a_checkpoint_with_wrong_field_types(tmp_path, digits, one_epoch_run, capsys, field, value):
+    "A checkpoint re-saved with a valid checksum but a field of the wrong type: a CheckpointError naming the file and the field."
+    out = tmp_path / 'run'; shutil.copytree(one_epoch_run, out)
+    ck = load_checkpoint(out / 'checkpoint.pt'); ck[field] = value; save_checkpoint(ck, out / 'checkpoint.pt')
+    with pytest.raises(vae.CheckpointError, match=re.escape(f"{out / 'checkpoint.pt'}: field '{field}'")):
+        train_vae(digits, epochs=2, out=out, resume=True, **SMALL)
+    code, err = _cli_error(capsys, ['--latent', '4x5', '--hidden', '64,32', '--iw-samples', '20', '--resume', '--out', str(out)], tmp_path)
+    assert code == 2 and err.count('\n') == 1 and f"{out / 'checkpoint.pt'}: field '{field}'" in err, err
+
+
+def test_ctrl_c_prints_the_resume_command_and_loses_nothing(tmp_path, digits, monkeypatch, capsys):
+    "KeyboardInterrupt mid-step: one line with the exact command to resume, exit status 130, the checkpoint intact."
+    out = tmp_path / 'run with space'
+    args = ['--latent', '4x5', '--hidden', '64,32', '--epochs', '3', '--iw-samples', '20', '--valid-samples', '2', '--quiet',
+            '--overwrite', '--out', str(out)]
+    real, calls = Learner.train_step, itertools.count()
+    def interrupted(self, xb):  # Ctrl-C in the middle of step 16 (epoch 2)
+        if next(calls) == 15: raise KeyboardInterrupt
+        return real(self, xb)
+    monkeypatch.setattr(Learner, 'train_step', interrupted)
+    try:
+        with pytest.raises(SystemExit) as e: vae_cli(args)
+    except KeyboardInterrupt: pytest.fail('KeyboardInterrupt escaped the command line')
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and err.count('\n') == 1 and 'Traceback' not in err, err
+    assert load_checkpoint(out / 'checkpoint.pt')['epoch'] == 1 and not list(out.glob('*.tmp'))
+    command = shlex.split(err.split('resume with: ', 1)[1])
+    assert command[0] == 'gumbel-tut-vae' and '--resume' in command and '--overwrite' not in command, command
+    resumed = vae_cli(command[1:])
+    whole = train_vae(digits, epochs=3, **SMALL)
+    assert _strip(resumed.metrics) == _strip(whole.metrics)
