@@ -80,8 +80,9 @@ bench-gpu: setup
 	$(BIN)/gumbel-tut-bench --device cuda --backend fast --shapes 65536x4096,8192x32000 --json bench-gpu-fast.json
 
 ## results: chapter 4's estimator comparison into nbs/results/vae_<data>.json (long: `nohup make results > results.log 2>&1 &`;
-##          RESULTS_DATA=digits for one data set, RESULTS_ARGS='--jobs 1' for one run at a time; an interrupted call
-##          continues where it stopped)
+##          RESULTS_DATA=digits for one data set, RESULTS_ARGS='--jobs 1' for one run at a time). Stop it any way you like
+##          (Ctrl-C, kill, kill -9): the next call continues where it stopped. A line per run says what was done, with an
+##          ETA; a second call on a data set in use is refused (status 2)
 RESULTS_DATA ?= digits fashion-mnist
 RESULTS_ARGS ?= --jobs 2
 results: setup
