@@ -114,3 +114,13 @@ def test_empty_batch(name):
     if differentiable:
         y.float().sum().backward()
         assert x.grad.shape == (0, 5)
+
+def test_compiled_uniforms_are_coarser_as_documented():
+    "Library note 10 documents it: Inductor's float64 uniforms lie on a grid coarser than 2^-53 (so a shorter noise reach)."
+    torch._dynamo.reset()
+    draw = torch.compile(lambda like: torch.rand(like.shape, dtype=torch.float64) + 0 * like, fullgraph=True)
+    u = draw(torch.zeros(2**16, dtype=torch.float64))
+    k = u * 2.0**32
+    assert (k == k.floor()).double().mean() > 0.99
+    eager = torch.rand(2**16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2.0**32
+    assert (eager == eager.floor()).double().mean() < 0.01
