@@ -216,6 +216,9 @@ def stage(nbs, src):
         module = next((c.source.split()[-1] for c in read_nb(p).cells if 'default_exp' in c.directives), None)
         title = next((c.source[2:].split('\n')[0] for c in nb.cells if c.cell_type == 'markdown' and c.source.startswith('# ')), p.stem)
         if part(p) and module: pages.append((page_name(p), module, title, p.name))
+        for c in nb.cells:  # links between notebooks (`](12_fast.ipynb)`) point at their pages' names
+            if c.cell_type == 'markdown':
+                c.source = re.sub(r'\]\((\d+_[\w]+)\.ipynb', lambda m: f'](' + page_name(m[1] + '.ipynb') + '.ipynb', c.source)
         if p.name == 'index.ipynb':
             nb.cells.append(mk_cell(navigation(paths), 'markdown'))
             nb.cells[-1].id = 'staged-toc'
