@@ -223,7 +223,8 @@ class _SimplexRelaxed(Distribution):
         self.logits = logits.expand(batch_shape + logits.shape[-1:])
         self.temperature = temperature.expand(batch_shape)
         self.hard = bool(hard)
-        checkable = values_checkable(logits, temperature)  # torch's own parameter checks read values too
+        # torch's own parameter checks read values too, and cannot reshape an empty batch
+        checkable = values_checkable(logits, temperature) and logits.numel() > 0
         super().__init__(batch_shape, logits.shape[-1:], validate_args=validate_args if checkable else False)
 
     def expand(self, batch_shape, _instance=None):

@@ -340,7 +340,7 @@ def test_make_help_lists_every_documented_target():
 
 def test_make_lab_runs_as_root():
     "Jupyter refuses to run as root without --allow-root: `make lab` adds it exactly when the user is root."
-    r = run('make', '-n', 'lab')
+    r = run('make', '-n', '--no-print-directory', 'lab')
     line = r.stdout.strip().splitlines()[-1]
     assert 'jupyter lab' in line and ('--allow-root' in line) == (os.getuid() == 0), line
 
