@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from . import __version__
-from .relax import check_tau
+from .checks import check_tau
 from .helpers import interleaved_times_ms
 from .backends import BACKENDS, default_backend, gumbel_softmax, _check_backend
+from .checks import check_int
 
 # %% ../nbs/16_bench.ipynb #fbe87b22
 MODES = ('fwd', 'fwd+bwd', 'hard')
@@ -48,7 +49,7 @@ def _check_device(device) -> str:
 def _check_rows_args(shapes, dtypes, modes, rounds, taus, threads) -> None:
     "A `ValueError` naming the argument for a bad shape, dtype, mode, round count, temperature or thread count of `bench_rows`."
     for name, value in (('rounds', rounds), ('threads', 1 if threads is None else threads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1: raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+        check_int(value, name)
     if bad := [s for s in shapes if not (len(s) == 2 and all(type(n) is int and n > 0 for n in s))]:
         raise ValueError(f"shapes must be (B, K) pairs of positive ints, got {bad[0]!r}")
     if bad := [d for d in dtypes if d not in DTYPES.values()]: raise ValueError(f"dtypes must be among {list(DTYPES)}, got {bad[0]!r}")

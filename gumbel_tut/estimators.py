@@ -16,17 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
-from .gumbel import check_logits, gumbel_noise, gumbel_max, _compute_dtype
-from .relax import gumbel_softmax, check_tau, straight_through, _tau_against
-from .checks import values_checkable
+from .gumbel import gumbel_noise, gumbel_max, _compute_dtype
+from .relax import gumbel_softmax, straight_through, _tau_against
+from .checks import values_checkable, check_logits, check_tau, check_int
 
 # %% ../nbs/02_estimators.ipynb #70f949d5
-def _check_positive_int(value, name:str, minimum:int=1) -> int:
-    "Raise a `ValueError` naming `name` unless `value` is an integer >= `minimum`."
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
-    return value
-
 class Estimator:
     "Base class: draw categorical samples and supply a gradient for their logits (see the calling convention above)."
     name:str = ''
@@ -35,7 +29,7 @@ class Estimator:
     def __init__(self,
                  n_samples:int=1, # samples per call, stacked on a new leading dimension
                 ):
-        self.n_samples = _check_positive_int(n_samples, 'n_samples')
+        self.n_samples = check_int(n_samples, 'n_samples')
 
     def _sample(self, logits:Tensor, tau, generator) -> Tensor: raise NotImplementedError
 
@@ -186,7 +180,7 @@ def conditional_gumbel(logits:Tensor, # unnormalized log-probabilities; `-inf` m
                       ) -> Tensor: # `(k, *logits.shape)` perturbed logits `logits + G` whose argmax is `index`; no gradient
     "Draw `logits + G`, `G` i.i.d. Gumbel(0, 1), conditioned on `argmax(logits + G, dim) == index` (log-space, stable)."
     dim = check_logits(logits, dim)
-    k = _check_positive_int(k, 'k')
+    k = check_int(k, 'k')
     index = _check_index(logits, index, dim)
     dtype = _compute_dtype(logits.dtype)
     theta = logits.detach().to(dtype)
@@ -206,7 +200,7 @@ def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a c
     dim = check_logits(logits, dim)
     dtype = _compute_dtype(logits.dtype)
     tau = _tau_against(check_tau(tau), logits, dim, dtype)  # chapter 1's broadcasting rules for a tensor tau
-    k = _check_positive_int(k, 'k')
+    k = check_int(k, 'k')
     index = gumbel_max(logits, dim=dim, generator=generator)
     perturbed = conditional_gumbel(logits, index, k=k, dim=dim, generator=generator)
     theta = logits.to(dtype)
@@ -223,7 +217,7 @@ class GumbelRaoEstimator(Estimator):
                  n_samples:int=1, # samples per call
                 ):
         super().__init__(n_samples)
-        self.k = _check_positive_int(k, 'k')
+        self.k = check_int(k, 'k')
     def _sample(self, logits, tau, generator): return gumbel_rao(logits, tau, k=self.k, generator=generator)
 
 # %% ../nbs/02_estimators.ipynb #77578616
@@ -383,7 +377,7 @@ class RelaxEstimator(RebarEstimator):
                  seed:int=0, # seed of the network's initial weights (never the global RNG)
                 ):
         super().__init__(n_samples, tau, eta, lr, tune)
-        self.hidden, self.seed = _check_positive_int(hidden, 'hidden'), _check_positive_int(seed, 'seed', 0)
+        self.hidden, self.seed = check_int(hidden, 'hidden'), check_int(seed, 'seed', 0)
 
     def _build(self, n_in:int):
         "Create the network for `n_in` inputs: random first layer, zero output layer (so RELAX starts as REBAR)."

@@ -12,8 +12,10 @@ import math
 from typing import NamedTuple
 import torch
 from torch import Tensor
-from .gumbel import LOGIT_DTYPES, check_logits, gumbel_noise, _check_generator, _TINY_UNIFORM
-from .relax import check_tau, straight_through, one_hot_argmax, _tau_against, _scaled
+from .gumbel import gumbel_noise, _TINY_UNIFORM
+from .checks import LOGIT_DTYPES, check_logits, check_generator
+from .checks import check_tau
+from .relax import straight_through, one_hot_argmax, _tau_against, _scaled
 from .relax import gumbel_softmax as reference_gumbel_softmax
 from .checks import values_checkable
 
@@ -106,7 +108,7 @@ def _structure_ok(logits, dim) -> bool:
 def _checked(logits, tau, dim, generator) -> tuple[Tensor, _Temperature|Tensor]:
     "The sampler's one validation point: every check but the values', then the logits in the compute dtype and the temperature."
     if not _structure_ok(logits, dim): check_logits(logits, dim)  # raises (an empty batch passes)
-    _check_generator(generator)
+    check_generator(generator)
     x = logits.float() if logits.dtype in _HALF else logits  # the compute dtype, as in chapter 1
     return x, _temperature(tau, logits, dim, x.dtype)
 

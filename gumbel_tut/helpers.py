@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 from torch.utils import benchmark as _benchmark
+from .checks import check_int
 
 # %% ../nbs/11_helpers.ipynb #93c8c777
 def chi_square_pvalue(counts:Tensor, # observed counts per category (1-d)
@@ -71,8 +72,7 @@ def interleaved_times_ms(fns:dict, # name -> zero-argument callable
                         ) -> dict: # name -> milliseconds per call in each round (a list of `rounds` numbers)
     "Time per call of each callable in each of `rounds` interleaved rounds, measured with `torch.utils.benchmark`."
     for name, value, lo in (('rounds', rounds, 1), ('warmup', warmup, 0), ('threads', 1 if threads is None else threads, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {name}={value!r}")
+        check_int(value, name, lo)
     timers, numbers = {}, {}
     for name, fn in fns.items():
         for _ in range(warmup): fn()

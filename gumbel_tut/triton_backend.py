@@ -11,8 +11,9 @@ __all__ = ['triton_unavailable', 'TritonGumbelSoftmax', 'triton_gumbel_softmax']
 import os
 import torch
 from torch import Tensor
-from .gumbel import check_logits, _check_generator
-from .relax import check_tau, straight_through
+from .checks import check_logits, check_generator
+from .checks import check_tau
+from .relax import straight_through
 from .fast import _structure_ok
 
 # %% ../nbs/14_triton.ipynb #db3eabcf
@@ -122,7 +123,7 @@ def triton_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on a C
     tau = check_tau(tau)
     if isinstance(tau, Tensor):
         raise ValueError("backend='triton' takes a Python-number tau, got a tensor; backends 'fast' and 'reference' take tensors")
-    _check_generator(generator)
+    check_generator(generator)
     if (reason := triton_unavailable()) is not None: raise RuntimeError(f"backend='triton' cannot run here: {reason}")
     if logits.device.type != ('cpu' if os.environ.get('TRITON_INTERPRET') == '1' else 'cuda'):
         raise ValueError(f"backend='triton' needs CUDA logits (CPU ones under TRITON_INTERPRET=1), got device={logits.device}")

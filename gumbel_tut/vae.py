@@ -20,7 +20,8 @@ from fastcore.basics import patch
 from fastcore.docments import docments
 
 from .gumbel import gumbel_max
-from .relax import check_tau, straight_through, one_hot_argmax, ExpGumbelSoftmax, ExponentialSchedule
+from .relax import straight_through, one_hot_argmax, ExpGumbelSoftmax, ExponentialSchedule
+from .checks import check_tau, check_int, check_positive
 from .estimators import Estimator, get_estimator
 from .data import BINARIZATIONS, DataSplits, load_dataset, batches, epoch_generator, seeded_generator, _require_extra
 from . import __version__
@@ -327,20 +328,6 @@ def _write_csv(path:Path, rows:list[dict]):
     _write_text_atomic(path, buf.getvalue())
 
 # %% ../nbs/04_vae.ipynb #7cc8e30f
-def _check_int(name, v, lo, hi=None, allow_none=False):
-    "`v` if it is an int in [lo, hi] (or None when allowed), else a `ValueError` naming the argument and the value."
-    if v is None and allow_none: return v
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        raise ValueError(f"{name} must be an int >= {lo}{'' if hi is None else f' and <= {hi}'}{' or None' if allow_none else ''}, got {v!r}")
-    return v
-
-def _check_pos(name, v, allow_none=False):
-    "`float(v)` if it is a positive finite number (or None when allowed), else a `ValueError` naming the argument and the value."
-    if v is None and allow_none: return v
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive finite number{' or None' if allow_none else ''}, got {v!r}")
-    return float(v)
-
 @dataclass
 class VAEConfig:
     "Every setting of a training run: its default, its meaning and its check live here, and nowhere else."
@@ -378,12 +365,12 @@ class VAEConfig:
         self.hidden = ','.join(map(str, parse_hidden(self.hidden)))
         if not isinstance(self.learn_prior, bool): raise ValueError(f"learn_prior must be True or False, got {self.learn_prior!r}")
         for name, lo in (('batch_size', 1), ('anneal_every', 1), ('valid_samples', 1), ('iw_samples', 1), ('epochs', 1), ('split_seed', 0)):
-            _check_int(name, getattr(self, name), lo)
-        _check_int('seed', self.seed, 0, 2**64 - 1)  # the range of torch.manual_seed
-        _check_int('max_steps', self.max_steps, 1, allow_none=True); _check_int('patience', self.patience, 1, allow_none=True)
-        self.lr, self.tau0, self.tau_min = _check_pos('lr', self.lr), _check_pos('tau0', self.tau0), _check_pos('tau_min', self.tau_min)
-        self.prior_tau = _check_pos('prior_tau', self.prior_tau, allow_none=True)
-        self.max_seconds = _check_pos('max_seconds', self.max_seconds, allow_none=True)
+            check_int(getattr(self, name), name, lo)
+        check_int(self.seed, 'seed', 0, 2**64 - 1)  # the range of torch.manual_seed
+        check_int(self.max_steps, 'max_steps', 1, allow_none=True); check_int(self.patience, 'patience', 1, allow_none=True)
+        self.lr, self.tau0, self.tau_min = check_positive(self.lr, 'lr'), check_positive(self.tau0, 'tau0'), check_positive(self.tau_min, 'tau_min')
+        self.prior_tau = check_positive(self.prior_tau, 'prior_tau', allow_none=True)
+        self.max_seconds = check_positive(self.max_seconds, 'max_seconds', allow_none=True)
         a = self.anneal_rate
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not (math.isfinite(a) and a >= 0):
             raise ValueError(f"anneal_rate must be a finite number >= 0, got {a!r}")
@@ -855,7 +842,7 @@ def _as_options(message:str, setting:str|None=None) -> str:
     names = [f.name for f in fields(VAEConfig)] + ['out', 'threads']
     option = lambda m: '--' + m[1].replace('_', '-')
     message = re.sub(rf"\b({'|'.join(names)})=", lambda m: option(m) + ' ', message)                  # `name=value`
-    message = re.sub(rf"\b({'|'.join(n for n in names if not n.isalpha())})\b", option, message)  # names no prose uses
+    message = re.sub(rf"(?<!-)\b({'|'.join(n for n in names if not n.isalpha())})\b", option, message)  # names no prose uses
     if lead := re.match(rf"({'|'.join(names + list(RUN_OPTIONS))})\b", message): return option(lead) + message[lead.end():]
     return message if message.startswith('--') or setting is None else f"--{setting.replace('_', '-')}: {message}"
 
@@ -903,7 +890,7 @@ def vae_cli(argv:list[str]|None=None, # command-line arguments (None: `sys.argv[
     stamp = lambda p: (p.stat().st_ino, p.stat().st_mtime_ns) if p.exists() else None  # a new file is a new inode
     try:
         config = VAEConfig(**args)
-        torch.set_num_threads(_check_int('threads', run['threads'], 1, _cpu_count()))  # the command line owns its process
+        torch.set_num_threads(check_int(run['threads'], 'threads', 1, _cpu_count()))  # the command line owns its process
         out = run['out'] if run['out'] is not None else f"runs/{Path(config.data).name or 'data'}-{config.estimator}-{config.latent}-seed{config.seed}"
         ck = Path(out) / CHECKPOINT if str(out).strip() else None
         before = stamp(ck) if ck is not None else None  # a checkpoint of an earlier run, or none
