@@ -26,7 +26,7 @@ author = 'gumbel_tut developers'
 copyright = 'gumbel_tut developers, Apache-2.0'
 html_title = 'gumbel_tut'
 
-extensions = ['myst_nb', 'sphinx.ext.viewcode']
+extensions = ['myst_nb', 'sphinx.ext.viewcode', 'sphinx_exercise', 'sphinx_togglebutton']
 myst_enable_extensions = ['dollarmath', 'amsmath']
 myst_dmath_double_inline = True
 myst_heading_anchors = 3
