@@ -246,6 +246,42 @@ def test_navigation_has_the_tutorial_and_the_library_notes():
     tutorial, notes = nav.split('caption-text">Library notes')[0], nav.split('caption-text">Library notes')[1]
     assert 'href="gumbel.html"' in tutorial and 'href="api.html"' in notes
 
+def tutorial_pages():
+    "The pages of the Tutorial part (chapters 00-09), by build.py's names."
+    return [build.page_name(p) + '.html' for p in build.chapters(ROOT/'nbs') if build.part(p) == 'Tutorial']
+
+@needs_site
+@pytest.mark.parametrize('name', tutorial_pages())
+def test_tutorial_code_does_not_scroll_sideways(page, base_url, name):
+    "At 1280 px, no visible code block or output of a chapter needs a horizontal scroll bar (100-character lines fit)."
+    load(page, base_url + name)
+    wide = page.evaluate('''() => [...document.querySelectorAll('article pre')]
+        .filter(pre => pre.offsetParent && pre.scrollWidth > pre.clientWidth + 1)
+        .map(pre => [pre.clientWidth, pre.scrollWidth, pre.innerText.split('\\n').sort((a, b) => b.length - a.length)[0]])''')
+    assert not wide, f'{name}: {len(wide)} code blocks scroll sideways, for example ' + '; '.join(
+        f'{w}px shown of {sw}px: {line[:120]!r}' for w, sw, line in wide[:3])
+
+def _pages_with(marker):
+    return [p.name for p in SITE.glob('*.html') if marker in p.read_text(errors='replace')] if SITE.exists() else []
+
+@needs_site
+def test_simplex_player_responds(page, base_url):
+    "Chapter 1's player (matplotlib's to_jshtml, no CDN): moving its slider shows another frame."
+    pages = _pages_with('anim-slider')
+    assert pages, 'no page has an animation player (class anim-slider)'
+    load(page, base_url + sorted(pages)[0])
+    slider = page.locator('input.anim-slider').first
+    slider.scroll_into_view_if_needed()
+    img = page.locator('div.animation img').first
+    first = img.get_attribute('src')
+    assert first and first.startswith('data:image'), 'the player shows no embedded frame'
+    slider.evaluate("s => { s.value = s.max; s.dispatchEvent(new Event('input')); }")
+    last = img.get_attribute('src')
+    assert last and last != first, 'moving the slider did not change the frame'
+    slider.evaluate("s => { s.value = s.min; s.dispatchEvent(new Event('input')); }")
+    assert img.get_attribute('src') == first, 'moving the slider back did not restore the first frame'
+    assert not page.foreign_requests and not page.console_errors, (page.foreign_requests, page.console_errors)
+
 def test_navigation_parts_without_a_build():
     "build.py's toctrees: 'Tutorial' over the chapters (notebooks 00-09), 'Library notes' over 10-19 and the API page."
     paths = build.chapters(ROOT/'nbs')
