@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from . import __version__
-from .checks import check_tau
+from .checks import check_tau, validation
 from .helpers import interleaved_times_ms
 from .backends import BACKENDS, default_backend, gumbel_softmax, _check_backend
 from .checks import check_int
@@ -23,15 +23,23 @@ from .checks import check_int
 MODES = ('fwd', 'fwd+bwd', 'hard')
 DTYPES = {'float32': torch.float32, 'float64': torch.float64, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
+def _unchecked(call):
+    "`call` run with the value checks off (`validation(False)`), as training code that turned them off runs it."
+    def run():
+        with validation(False): return call()
+    return run
+
 def _candidates(x:Tensor, mode:str, tau:float, backend:str) -> dict:
-    "Callables for ours (the public sampler with `backend`), torch and clone in `mode`, each one call deep."
+    "Callables for ours (checked and unchecked), torch and clone in `mode`, each one call deep."
     if mode == 'fwd+bwd':
         xg, up = x.detach().clone().requires_grad_(), torch.randn_like(x)
-        return {'ours': lambda: torch.autograd.grad(gumbel_softmax(xg, tau, backend=backend), xg, up),
+        ours = lambda: torch.autograd.grad(gumbel_softmax(xg, tau, backend=backend), xg, up)
+        return {'ours': ours, 'unchecked': _unchecked(ours),
                 'torch': lambda: torch.autograd.grad(F.gumbel_softmax(xg, tau), xg, up),
                 'clone': lambda: torch.autograd.grad(xg.clone(), xg, up)}
     hard = mode == 'hard'
-    return {'ours': lambda: gumbel_softmax(x, tau, hard, backend=backend), 'torch': lambda: F.gumbel_softmax(x, tau, hard=hard),
+    ours = lambda: gumbel_softmax(x, tau, hard, backend=backend)
+    return {'ours': ours, 'unchecked': _unchecked(ours), 'torch': lambda: F.gumbel_softmax(x, tau, hard=hard),
             'clone': lambda: x.clone()}
 
 def _median_iqr(times:list) -> tuple[float, float]:
@@ -82,14 +90,16 @@ def bench_rows(shapes:list=((32, 2), (256, 10), (100, 200), (1, 50_000), (1024, 
     return rows
 
 def bench_table(rows:list[dict], # from `bench_rows`
-               ) -> str: # a Markdown table: medians with the rounds' interquartile range, the speed-up over torch, the cost over clone
-    "Format benchmark rows as a Markdown table."
-    head = ('| shape | dtype | device | tau | mode | backend | ours ms (IQR) | torch ms (IQR) | clone ms (IQR) | torch / ours | ours / clone |\n'
-            '|---|---|---|---|---|---|---|---|---|---|---|\n')
+               ) -> str: # Markdown: medians (IQR of the rounds), the speed-ups over torch, the cost over clone
+    "Format benchmark rows as a Markdown table; 'off' is ours with the value checks off (`validation(False)`)."
+    head = ('| shape | dtype | device | tau | mode | backend | ours ms (IQR) | off ms (IQR) | torch ms (IQR) '
+            '| clone ms (IQR) | torch / ours | torch / off | ours / clone |\n|' + '---|' * 13 + '\n')
     cell = lambda r, name: f"{r[name + '_ms']:.3f} ({r[name + '_iqr_ms']:.3f})"
-    return head + '\n'.join(f"| {r['shape']} | {r['dtype']} | {r['device']} | {r['tau']:g} | {r['mode']} | {r['backend']} | "
-                            f"{cell(r, 'ours')} | {cell(r, 'torch')} | {cell(r, 'clone')} | {r['torch_ms'] / r['ours_ms']:.2f}x | "
-                            f"{r['ours_ms'] / r['clone_ms']:.1f}x |" for r in rows)
+    return head + '\n'.join(
+        f"| {r['shape']} | {r['dtype']} | {r['device']} | {r['tau']:g} | {r['mode']} | {r['backend']} | "
+        f"{cell(r, 'ours')} | {cell(r, 'unchecked')} | {cell(r, 'torch')} | {cell(r, 'clone')} | "
+        f"{r['torch_ms'] / r['ours_ms']:.2f}x | {r['torch_ms'] / r['unchecked_ms']:.2f}x | "
+        f"{r['ours_ms'] / r['clone_ms']:.1f}x |" for r in rows)
 
 # %% ../nbs/16_bench.ipynb #e13a21b8
 class _OneLineParser(argparse.ArgumentParser):

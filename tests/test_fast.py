@@ -406,11 +406,12 @@ def test_bench_json_rows(tmp_path):
     rows = gumbel_tut_bench(['--shapes', '16x10,160x128', '--device', 'cpu', '--rounds', '2', '--taus', '0.5,2', '--json', str(path)])
     assert json.loads(path.read_text()) == rows and len(rows) == 12
     assert set(rows[0]) == {'shape', 'dtype', 'device', 'mode', 'tau', 'backend', 'threads', 'rounds',
-                            'ours_ms', 'ours_iqr_ms', 'torch_ms', 'torch_iqr_ms', 'clone_ms', 'clone_iqr_ms'}
+                            'ours_ms', 'ours_iqr_ms', 'unchecked_ms', 'unchecked_iqr_ms', 'torch_ms', 'torch_iqr_ms',
+                            'clone_ms', 'clone_iqr_ms'}
     assert all(r['threads'] == torch.get_num_threads() and r['rounds'] == 2 for r in rows)
     assert [(r['tau'], r['mode']) for r in rows[:6]] == [(t, m) for t in (0.5, 2.0) for m in ('fwd', 'fwd+bwd', 'hard')]
     assert rows[6]['shape'] == '160x128'
-    assert all(r['backend'] == 'fast' and r[k] > 0 and r[k.replace('_ms', '_iqr_ms')] >= 0 for r in rows for k in ('ours_ms', 'torch_ms', 'clone_ms'))
+    assert all(r['backend'] == 'fast' and r[k] > 0 and r[k.replace('_ms', '_iqr_ms')] >= 0 for r in rows for k in ('ours_ms', 'unchecked_ms', 'torch_ms', 'clone_ms'))
     assert gumbel_tut_bench(['--shapes', '8x3', '--rounds', '1', '--modes', 'hard', '--tau', '0.3'])[0]['tau'] == 0.3
 
 BENCH = Path(sys.executable).parent / 'gumbel-tut-bench'   # installed by `pip install -e .` ([project.scripts])
