@@ -90,11 +90,14 @@ def check_positive(value, # the argument's value
     return float(value)
 
 def check_generator(generator) -> None:
-    "`ValueError` naming `generator` unless it is a `torch.Generator` or None (for a seed, torch raises a TypeError)."
+    "`ValueError` unless `generator` is a `torch.Generator` or None, and None while `torch.compile` traces."
     if generator is not None and not isinstance(generator, torch.Generator):
         hint = '; for a seed use torch.Generator().manual_seed(seed)' if isinstance(generator, int) else ''
         raise ValueError(f"generator must be a torch.Generator or None, "
                          f"got {type(generator).__name__} generator={generator!r}{hint}")
+    if generator is not None and torch.compiler.is_compiling():  # Dynamo cannot trace a Generator argument
+        raise ValueError("generator cannot be passed under torch.compile, which cannot trace a torch.Generator: "
+                         "seed the global RNG (torch.manual_seed) instead, or call outside the compiled function")
 
 # %% ../nbs/10_checks.ipynb #c58dc002
 LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64) # the dtypes the samplers accept

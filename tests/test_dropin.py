@@ -124,3 +124,15 @@ def test_compiled_uniforms_are_coarser_as_documented():
     assert (k == k.floor()).double().mean() > 0.99
     eager = torch.rand(2**16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2.0**32
     assert (eager == eager.floor()).double().mean() < 0.01
+
+
+def test_generator_under_compile_names_itself():
+    """Dynamo cannot trace a torch.Generator: with fullgraph=True the error carries our message, which says what to do;
+    without it, Dynamo falls back to eager for the draw and the generator is used."""
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(Exception, match='generator cannot be passed under torch.compile'):
+        torch.compile(lambda x: gumbel_max(x, generator=g), fullgraph=True)(torch.randn(3, 4))
+    torch._dynamo.reset()
+    eager = gumbel_max(torch.zeros(2, 5), generator=torch.Generator().manual_seed(1))
+    compiled = torch.compile(lambda x: gumbel_max(x, generator=torch.Generator().manual_seed(1)))(torch.zeros(2, 5))
+    assert torch.equal(eager, compiled)
