@@ -205,7 +205,9 @@ def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a c
     perturbed = conditional_gumbel(logits, index, k=k, dim=dim, generator=generator)
     theta = logits.to(dtype)
     noise = torch.where(theta.isfinite(), perturbed - theta.detach(), 0.0)  # G, held fixed
-    soft = torch.softmax((theta + noise) / tau, dim + 1).mean(0)
+    z = theta + noise
+    z = z - z.amax(dim + 1, keepdim=True).detach()  # shifted first: z / tau overflows for logits near finfo.max
+    soft = torch.softmax(z / tau, dim + 1).mean(0)
     hard = _one_hot(index, soft, dim)
     return straight_through(hard, soft).to(logits.dtype)
 
