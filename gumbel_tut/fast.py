@@ -17,7 +17,7 @@ from .checks import LOGIT_DTYPES, check_logits, check_generator
 from .checks import check_tau
 from .relax import straight_through, one_hot_argmax, _tau_against, _scaled
 from .relax import gumbel_softmax as reference_gumbel_softmax
-from .checks import values_checkable
+from .checks import values_checkable, _is_wrapped
 
 # %% ../nbs/12_fast.ipynb #623f90c5
 _BULK_LO, _BULK_HI = 2.0**-16, 1.0 - 2.0**-16  # float32 uniforms outside [lo, hi) are completed to chapter 0's grid
@@ -181,6 +181,25 @@ def _small_sample(x:Tensor, temp:_Temperature, hard:bool, dim:int, generator) ->
     log_e = _log_e_completed(u, generator) if _any_tail(u) else u.log_().neg_().log_()
     return _from_perturbed(torch.sub(x, log_e, out=log_e), temp, hard, dim, x)
 
+# %% ../nbs/12_fast.ipynb #e5ba6789
+def _plain_eager(*tensors) -> bool:
+    "True when only the switch stops the value checks: not compiling, no meta or `torch.func`-wrapped tensor."
+    return not torch.compiler.is_compiling() and not any(
+        isinstance(t, Tensor) and (t.is_meta or _is_wrapped(t)) for t in tensors)
+
+def _unchecked_sample(logits:Tensor, tau, hard:bool, dim:int, generator) -> Tensor:
+    "The sample without reading a value: chapter 0's float64 noise, then the steps of `_from_perturbed`."
+    x, temp = _checked(logits, tau, dim, generator)  # structure, generator and temperature: no value is read
+    if type(temp) is not _Temperature or not x.numel():
+        return reference_gumbel_softmax(logits, tau, hard, dim=dim, generator=generator)
+    u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
+    z = x - u.clamp_(min=_TINY_UNIFORM).log_().neg_().log_().to(x.dtype)  # x + G, G = -log(-log U)
+    one_hot = one_hot_argmax(z, dim) if hard else None
+    if temp.value < 1.0: z = z - z.amax(dim, keepdim=True).detach()  # z / tau cannot overflow
+    y = torch.softmax(z if temp.value == 1.0 else z / temp.tensor, dim)
+    y = straight_through(one_hot, y) if hard else y
+    return y if y.dtype is logits.dtype else y.to(logits.dtype)
+
 # %% ../nbs/12_fast.ipynb #38ba3093
 def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
                         tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor as in chapter 1
@@ -190,8 +209,9 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any bat
                         generator:torch.Generator|None=None, # source of randomness; the global RNG when None
                        ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
     "The 'fast' backend: chapter 1's Gumbel-softmax on float32 uniforms whose tails are completed to chapter 0's grid."
-    if not values_checkable(logits, tau):  # validation off, compiling, vmap, meta: chapter 1's branch-free formula
-        return reference_gumbel_softmax(logits, tau, hard, dim=dim, generator=generator)
+    if not values_checkable(logits, tau):  # no value may be read: a branch-free formula
+        if _plain_eager(logits, tau): return _unchecked_sample(logits, tau, hard, dim, generator)  # validation off
+        return reference_gumbel_softmax(logits, tau, hard, dim=dim, generator=generator)  # compiling, vmap, meta
     temp = _temperatures.get((tau, _F32, None)) if type(tau) in _NUMBER else None
     if (temp is not None and type(dim) is int and isinstance(logits, Tensor) and logits.dtype is _F32 and logits.is_cpu
             and 0 < logits.numel() <= _WHOLE_SEARCH_MAX and logits.is_contiguous() and -logits.ndim <= dim < logits.ndim
