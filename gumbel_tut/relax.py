@@ -66,8 +66,7 @@ def _scaled_perturbed(logits:Tensor, tau, dim:int, generator) -> tuple[Tensor, T
     return _scaled(z, tau, dim), z
 
 # %% ../nbs/01_relax.ipynb #fc187394
-# unnormalized log-probabilities, any batch shape; `-inf` masks a category
-def gumbel_softmax(logits:Tensor,
+def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks
                    tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor of the batch shape
                    hard:bool=False, # one-hot forward, the soft sample's gradient
                    eps:float=1e-10, # accepted as in `F.gumbel_softmax`, and ignored, as torch does
@@ -107,8 +106,7 @@ def _exp_concrete_score(a:Tensor, y:Tensor, tau:Tensor, live:Tensor) -> Tensor:
     return torch.where(live, log_sm, 0.0).sum(-1)
 
 # %% ../nbs/01_relax.ipynb #d2c18073
-# log of a point of the simplex (last dim): `logsumexp(y) = 0`; `-inf` masked
-def exp_concrete_log_prob(y:Tensor,
+def exp_concrete_log_prob(y:Tensor, # log of a simplex point (last dim): `logsumexp(y) = 0`
                           logits:Tensor, # unnormalized log-probabilities (last dim); `-inf` masks
                           tau:float|Tensor, # temperature > 0, a number or a tensor (batch shape)
                          ) -> Tensor: # log-density, of the batch shape
@@ -237,8 +235,7 @@ class CosineSchedule:
         return self.tau_min + (self.tau0 - self.tau_min) * 0.5 * (1 + math.cos(math.pi * frac))
 
 # %% ../nbs/01_relax.ipynb #a13ab565
-# log-probabilities (`log_softmax` of some scores); `-inf` where masked
-def _log1m_probs(log_p:Tensor,
+def _log1m_probs(log_p:Tensor, # log-probabilities (`log_softmax` of scores); `-inf` where masked
                  dim:int, # the category dimension
                 ) -> Tensor: # $\log(1 - p)$, finite wherever another category is unmasked
     "`log(1 - p)`, no cancellation: log-sum-exp of the others at the top, `log1p(-p)` elsewhere."
@@ -267,8 +264,7 @@ def _relaxed_khot(z:Tensor, # perturbed logits `logits + G` in the compute dtype
     return khot
 
 # %% ../nbs/01_relax.ipynb #10769cf5
-# unnormalized log-probabilities, any batch shape; `-inf` masks a category
-def relaxed_topk(logits:Tensor,
+def relaxed_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks
                  k:int, # subset size, 1 <= k <= number of finite logits in every slice
                  tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor of the batch shape
                  *,
