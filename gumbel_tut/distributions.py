@@ -75,7 +75,6 @@ class _SimplexRelaxed(Distribution):
     arg_constraints = {"temperature": constraints.positive, "logits": constraints.real_vector,
                        "probs": constraints.simplex}
     has_rsample = True
-
     def __init__(self, temperature, probs=None, logits=None, validate_args=None, hard=False):
         logits, temperature, batch_shape = _relaxed_parameters(temperature, probs, logits)
         self.logits = logits.expand(batch_shape + logits.shape[-1:])
@@ -94,7 +93,6 @@ class _SimplexRelaxed(Distribution):
         Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
-
     @lazy_property
     def probs(self) -> Tensor: return self.logits.exp()
     @property
