@@ -1,4 +1,4 @@
-"""Replacing the argmax by a softmax at a temperature: the relaxation, its density, straight-through, temperature schedules, and relaxed top-k subsets.
+"""Replacing the argmax by a softmax at a temperature: the relaxation, its density, straight-through, choosing the temperature, and relaxed top-k subsets.
 
 Docs: https://gumbel-tut.github.io/gumbel_tut/relax.html.md"""
 
@@ -6,51 +6,58 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/relax.html.md"""
 
 # %% auto #0
 __all__ = ['one_hot_argmax', 'straight_through', 'gumbel_softmax', 'exp_concrete_log_prob', 'concrete_log_prob',
-           'binary_concrete', 'binary_concrete_log_prob', 'ExpGumbelSoftmax', 'GumbelSoftmax', 'ExponentialSchedule',
-           'LinearSchedule', 'CosineSchedule', 'relaxed_topk']
+           'binary_concrete', 'binary_concrete_log_prob', 'ExponentialSchedule', 'LinearSchedule', 'CosineSchedule',
+           'relaxed_topk']
 
-# %% ../nbs/01_relax.ipynb #907ea6aa
+# %% ../nbs/01_relax.ipynb #ebd62bb2
 import math, numbers, warnings
 import torch
 from torch import Tensor
 from .gumbel import perturb, gumbel_noise, _compute_dtype, _TINY_UNIFORM, _check_k
-from .checks import values_checkable, check_logits, check_tau, check_int, first_index
+from .checks import check_logits, check_tau, check_int, first_index
 
-# %% ../nbs/01_relax.ipynb #5acb83e8
+# %% ../nbs/01_relax.ipynb #6f5fecd5
 def one_hot_argmax(x:Tensor, # scores, any shape
                    dim:int=-1, # the category dimension
-                  ) -> Tensor: # one-hot along `dim`, dtype of `x`: exactly one 1 per slice, even under ties
+                  ) -> Tensor: # one-hot along `dim`: exactly one 1 per slice, even under ties
     "One-hot encoding of the argmax of `x` along `dim` (ties go to one index only)."
     return torch.zeros_like(x).scatter_(dim, x.argmax(dim, keepdim=True), 1.0)
 
 def straight_through(hard:Tensor, # the value the forward pass should see (e.g. a one-hot sample)
-                     soft:Tensor, # the differentiable surrogate whose gradient the backward pass should use
-                    ) -> Tensor: # equal to `hard` bit for bit; its gradient is the gradient of `soft`
-    "Straight-through estimator `hard - soft.detach() + soft`, computed as `hard + (soft - soft.detach())` so the forward value is exactly `hard`."
+                     soft:Tensor, # the surrogate whose Jacobian the backward pass uses
+                    ) -> Tensor: # `hard` bit for bit; the Jacobian of `soft`
+    "Straight-through `hard - soft.detach() + soft`, as `hard + (soft - soft.detach())`."
     return hard + (soft - soft.detach())
 
-# %% ../nbs/01_relax.ipynb #6b455a78
+# %% ../nbs/01_relax.ipynb #73b2514e
 def _tau_against(tau:float|Tensor, # checked temperature
                  logits:Tensor, # the (checked) logits
                  dim:int, # non-negative category dimension
                  dtype:torch.dtype, # compute dtype
-                 name:str='tau') -> float|Tensor: # a float, or a tensor that broadcasts against `logits` with size 1 at `dim`
+                 name:str='tau', # argument name for errors
+                ) -> float|Tensor: # a float, or a tensor with size 1 at `dim`
     "Align a temperature tensor with the batch shape of `logits` (its shape without `dim`)."
     if not isinstance(tau, Tensor): return tau
     batch = logits.shape[:dim] + logits.shape[dim+1:]
-    t = tau.squeeze(dim) if tau.dim() == logits.dim() and tau.shape[dim] == 1 else tau  # keepdim form, e.g. (B, 1) for (B, K)
+    keepdim_form = tau.dim() == logits.dim() and tau.shape[dim] == 1   # e.g. (B, 1) for (B, K)
+    t = tau.squeeze(dim) if keepdim_form else tau
     try: ok = torch.broadcast_shapes(t.shape, batch) == batch
     except RuntimeError: ok = False
     if not ok:
-        raise ValueError(f"{name} with shape {tuple(tau.shape)} does not broadcast against the batch shape {tuple(batch)} of logits "
-                         f"with shape {tuple(logits.shape)} (categories along dim={dim}); give {name} the batch shape, or the logits' shape with size 1 at dim")
+        raise ValueError(
+            f"{name} with shape {tuple(tau.shape)} does not broadcast against the batch shape "
+            f"{tuple(batch)} of logits with shape {tuple(logits.shape)} (categories along "
+            f"dim={dim}); "
+            f"give {name} the batch shape, or the logits' shape with size 1 at dim")
     t = t.reshape((1,) * (len(batch) - t.dim()) + t.shape).unsqueeze(dim)
     return t.to(dtype=dtype, device=logits.device)
 
+# %% ../nbs/01_relax.ipynb #ee28ee46
 def _scaled(z:Tensor, tau, dim:int) -> Tensor:
     "`(z - max) / tau`: never overflows (every entry <= 0, the max is 0); `-inf` stays `-inf`."
     shifted = z - z.amax(dim, keepdim=True).detach()
-    masked = shifted == float('-inf')  # divide only finite entries: -inf / tau has gradient inf * 0 = NaN for a tensor tau
+    # divide only finite entries: -inf / tau has gradient inf * 0 = NaN for a tensor tau
+    masked = shifted == float('-inf')
     return torch.where(masked, float('-inf'), torch.where(masked, 0.0, shifted) / tau)
 
 def _scaled_perturbed(logits:Tensor, tau, dim:int, generator) -> tuple[Tensor, Tensor]:
@@ -58,16 +65,18 @@ def _scaled_perturbed(logits:Tensor, tau, dim:int, generator) -> tuple[Tensor, T
     z = perturb(logits, generator)
     return _scaled(z, tau, dim), z
 
-def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
-                   tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor broadcastable against the batch shape (or logits' shape with size 1 at `dim`)
-                   hard:bool=False, # return the one-hot sample in the forward pass, with the soft sample's gradient
-                   eps:float=1e-10, # accepted for compatibility with `F.gumbel_softmax` and ignored, as torch does
+# %% ../nbs/01_relax.ipynb #fc187394
+def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks
+                   tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor of the batch shape
+                   hard:bool=False, # one-hot forward, the soft sample's gradient
+                   eps:float=1e-10, # accepted as in `F.gumbel_softmax`, and ignored, as torch does
                    dim:int=-1, # the category dimension
                    *,
-                   generator:torch.Generator|None=None, # source of randomness; the global RNG when None
-                  ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
-    "Gumbel-softmax (Concrete) sample `softmax((logits + G) / tau)`, computed in float32 for half inputs; `hard=True` is straight-through."
-    if eps != 1e-10: warnings.warn('`eps` parameter is deprecated and has no effect.', stacklevel=2)  # torch's warning
+                   generator:torch.Generator|None=None, # randomness; the global RNG when None
+                  ) -> Tensor: # on the simplex along `dim` (one-hot if `hard`), like `logits`
+    "Gumbel-softmax sample `softmax((logits + G) / tau)`; half inputs computed in float32."
+    # torch's
+    if eps != 1e-10: warnings.warn('`eps` parameter is deprecated and has no effect.', stacklevel=2)
     dim = check_logits(logits, dim)
     dtype = _compute_dtype(logits.dtype)
     tau = _tau_against(check_tau(tau), logits, dim, dtype)
@@ -76,17 +85,32 @@ def gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any batch sh
     if hard: soft = straight_through(one_hot_argmax(z, dim), soft)
     return soft.to(logits.dtype)
 
-# %% ../nbs/01_relax.ipynb #aa65ace0
+# %% ../nbs/01_relax.ipynb #9b5c148a
 def _as_batch_tau(tau, like:Tensor) -> Tensor:
     "Temperature as a tensor of `like`'s dtype and device with a trailing size-1 category axis."
-    tau = torch.as_tensor(tau, dtype=like.dtype, device=like.device) if not isinstance(tau, Tensor) else tau.to(like.dtype)
-    return tau.unsqueeze(-1)
+    if not isinstance(tau, Tensor): tau = torch.as_tensor(tau, dtype=like.dtype, device=like.device)
+    return tau.to(like.dtype).unsqueeze(-1)
 
-def exp_concrete_log_prob(y:Tensor, # log of a point of the simplex (last dim): `logsumexp(y) = 0`; `-inf` where masked
-                          logits:Tensor, # unnormalized log-probabilities (last dim); `-inf` masks a category
-                          tau:float|Tensor, # temperature > 0, a number or a tensor broadcastable against the batch shape
-                         ) -> Tensor: # log-density, batch shape (the broadcast of `y`, `logits`, `tau` without the last dim)
-    "ExpConcrete log-density: $\\log (n-1)! + (n-1)\\log\\tau + \\sum_k s_k - n\\,\\mathrm{logsumexp}_k s_k$ with $s_k = a_k - \\tau y_k$ over unmasked $k$."
+def _exp_concrete_score(a:Tensor, y:Tensor, tau:Tensor, live:Tensor) -> Tensor:
+    "`sum_k log_softmax(s)_k` over live k, `s_k = a_k - tau y_k`, from differences `s_k - s_r`."
+    # at high tau, s_k itself overflows (tau y_k < -max) or keeps no digit of a_k; the differences
+    # d_k = (a_k - a_r) - tau (y_k - y_r) subtract nearby y_k exactly
+    big = torch.finfo(a.dtype).max
+    # which s_k is largest, from s / max(tau, 1): no overflow
+    with torch.no_grad():
+        c = tau.clamp(min=1)
+        s_over_c = torch.where(live, (a / c - (tau / c) * y).clamp(-big, big), float('-inf'))
+        r = s_over_c.argmax(-1, keepdim=True)
+    d = (a - a.gather(-1, r)) - tau * (y - y.gather(-1, r))
+    log_sm = torch.where(live, d.clamp(max=big), float('-inf')).log_softmax(-1)
+    return torch.where(live, log_sm, 0.0).sum(-1)
+
+# %% ../nbs/01_relax.ipynb #d2c18073
+def exp_concrete_log_prob(y:Tensor, # log of a simplex point (last dim): `logsumexp(y) = 0`
+                          logits:Tensor, # unnormalized log-probabilities (last dim); `-inf` masks
+                          tau:float|Tensor, # temperature > 0, a number or a tensor (batch shape)
+                         ) -> Tensor: # log-density, of the batch shape
+    "ExpConcrete log-density (Maddison et al. 2017) of `y`, the log of a point of the simplex."
     dtype = _compute_dtype(torch.promote_types(y.dtype, logits.dtype))
     y, logits = y.to(dtype), logits.to(dtype)
     tau = _as_batch_tau(tau, y)
@@ -94,221 +118,96 @@ def exp_concrete_log_prob(y:Tensor, # log of a point of the simplex (last dim): 
     live = logits.isfinite().expand(shape)                       # masked categories do not count
     n = live.sum(-1).to(dtype)
     a = torch.where(live, logits, 0.0)                           # both of the broadcast shape
-    y_live = torch.where(live & (y > float('-inf')), y, 0.0)     # keeps -inf out of the arithmetic (and out of gradients)
-    # the score is the sum of log_softmax(s). At high tau, s_k = a_k - tau y_k overflows (tau y_k < -max) or keeps no digit
-    # of a_k, so work with d_k = s_k - s_r = (a_k - a_r) - tau (y_k - y_r), r the largest s_k: nearby y_k subtract exactly
-    big = torch.finfo(dtype).max
-    with torch.no_grad():                                        # which s_k is largest, from s / max(tau, 1): no overflow
-        c = tau.clamp(min=1)
-        r = torch.where(live, (a / c - (tau / c) * y_live).clamp(-big, big), float('-inf')).argmax(-1, keepdim=True)
-    d = (a - a.gather(-1, r)) - tau * (y_live - y_live.gather(-1, r))
-    log_sm = torch.where(live, d.clamp(max=big), float('-inf')).log_softmax(-1)
-    lp = torch.where(live, log_sm, 0.0).sum(-1) + torch.lgamma(n) + (n - 1) * tau.squeeze(-1).log()
-    # off the support: mass on a masked category; on its edge: a live coordinate at log 0 (the density tends to 0 there)
+    # keeps -inf out of the arithmetic and gradients
+    y_live = torch.where(live & (y > float('-inf')), y, 0.0)
+    lp = _exp_concrete_score(a, y_live, tau, live)
+    lp = lp + torch.lgamma(n) + (n - 1) * tau.squeeze(-1).log()
+    # off the support: mass on a masked category; its edge: a live coordinate at log 0
     outside = (~live & (y > float('-inf'))).any(-1) | (live & (y == float('-inf'))).any(-1)
     return lp.masked_fill(outside & (n > 1), float('-inf'))
 
+# %% ../nbs/01_relax.ipynb #13dc6641
 def concrete_log_prob(x:Tensor, # a point of the simplex (last dim); exact zeros allowed
-                      logits:Tensor, # unnormalized log-probabilities (last dim); `-inf` masks a category
-                      tau:float|Tensor, # temperature > 0, a number or a tensor broadcastable against the batch shape
-                     ) -> Tensor: # log-density, batch shape; at the boundary the limit (+inf, finite or -inf), never NaN
-    "Concrete (Gumbel-softmax) log-density of Maddison et al. (2017), computed from the ExpConcrete density of `log x`."
+                      logits:Tensor, # unnormalized log-probabilities (last dim); `-inf` masks
+                      tau:float|Tensor, # temperature > 0, a number or a tensor (batch shape)
+                     ) -> Tensor: # log-density; at the boundary its limit
+    "Concrete log-density of Maddison et al. (2017), from the ExpConcrete density of `log x`."
     dtype = _compute_dtype(torch.promote_types(x.dtype, logits.dtype))
     x, logits = x.to(dtype), logits.to(dtype)
     live = logits.isfinite()
     y = x.log()
     interior = exp_concrete_log_prob(y, logits, tau) - torch.where(live, y, 0.0).sum(-1)
-    # boundary: m live coordinates are exactly 0. Along the path where they shrink together the log-density
-    # behaves like c * u with u = -log x_j -> inf and c = (tau + 1) m - n tau.
+    # boundary: m live coordinates are exactly 0. Along the path where they shrink together the
+    # log-density behaves like c * u with u = -log x_j -> inf and c = (tau + 1) m - n tau.
     zero = live & (x == 0)
     if not zero.any(): return interior
     tau_b = _as_batch_tau(tau, x).squeeze(-1)
     m, n = zero.sum(-1).to(dtype), live.sum(-1).to(dtype)
     c = (tau_b + 1) * m - n * tau_b
     safe_u = torch.where(live & ~zero, -y, 0.0)
+    log_zero_mass = torch.where(zero, logits, float('-inf')).logsumexp(-1)
     finite_limit = (torch.lgamma(n) + (n - 1) * tau_b.log() + torch.where(live, logits, 0.0).sum(-1)
-                    + (tau_b + 1) * safe_u.sum(-1) - n * torch.where(zero, logits, float('-inf')).logsumexp(-1))
+                    + (tau_b + 1) * safe_u.sum(-1) - n * log_zero_mass)
     limit = torch.where(c > 0, float('inf'), torch.where(c < 0, float('-inf'), finite_limit))
-    off = (~live & (x != 0)).any(-1)                              # mass on a masked category: outside the support
+    # mass on a masked category: outside the support
+    off = (~live & (x != 0)).any(-1)
     return torch.where(zero.any(-1), limit, interior).masked_fill(off, float('-inf'))
 
-# %% ../nbs/01_relax.ipynb #f1f1050f
+# %% ../nbs/01_relax.ipynb #f6131960
 def binary_concrete(logit:Tensor, # log-odds $\log\alpha$ of the event, any shape
                     tau:float|Tensor=1.0, # temperature > 0 (a tensor broadcasts against `logit`)
                     *,
                     generator:torch.Generator|None=None, # source of randomness
-                   ) -> Tensor: # relaxed Bernoulli sample in [0, 1], shape of `logit` (broadcast with `tau`)
-    "Binary Concrete sample $\\sigma((\\log\\alpha + L)/\\tau)$, $L$ standard logistic: the K = 2 Gumbel-softmax in logistic form."
+                   ) -> Tensor: # relaxed Bernoulli sample in [0, 1], shape of `logit`
+    "Binary Concrete sample $\\sigma((\\log\\alpha + L)/\\tau)$, $L$ standard logistic (K = 2)."
     if not isinstance(logit, Tensor) or not logit.is_floating_point():
         raise ValueError(f"logit must be a floating-point tensor, got {type(logit).__name__}")
-    if (bad := logit.isnan()).any(): raise ValueError(f"logit contains NaN (first at index {first_index(bad)})")
+    if (bad := logit.isnan()).any():
+        raise ValueError(f"logit contains NaN (first at index {first_index(bad)})")
     tau = check_tau(tau)
     dtype = _compute_dtype(logit.dtype)
-    # one standard logistic L = log U - log(1 - U) per variable; U in float64, clamped as in chapter 0, keeps L finite
-    u = torch.rand(logit.shape, generator=generator, dtype=torch.float64, device=logit.device).clamp_(min=_TINY_UNIFORM)
+    # one standard logistic L = log U - log(1 - U) per variable; U in float64, clamped: L is finite
+    u = torch.rand(logit.shape, generator=generator, dtype=torch.float64, device=logit.device)
+    u = u.clamp_(min=_TINY_UNIFORM)
     noise = (u.log() - torch.log1p(-u)).to(dtype)
     tau = tau.to(dtype) if isinstance(tau, Tensor) else tau
     return torch.sigmoid((logit.to(dtype) + noise) / tau).to(logit.dtype)
 
+# %% ../nbs/01_relax.ipynb #7fc6033a
 def binary_concrete_log_prob(x:Tensor, # points in (0, 1)
                              logit:Tensor, # log-odds $\log\alpha$
                              tau:float|Tensor, # temperature > 0
                             ) -> Tensor: # log-density of the Binary Concrete distribution
-    "$\\log p(x) = \\log\\tau + \\log\\alpha - (\\tau+1)(\\log x + \\log(1-x)) - 2\\log(\\alpha x^{-\\tau} + (1-x)^{-\\tau})$, in log space."
+    "Binary Concrete log-density, in log space."
     tau = check_tau(tau)
     lx, l1x = torch.log(x), torch.log1p(-x)
     log_tau = torch.log(tau) if isinstance(tau, Tensor) else math.log(tau)
-    return log_tau + logit - (tau + 1) * (lx + l1x) - 2 * torch.logaddexp(logit - tau * lx, -tau * l1x)
+    log_denominator = torch.logaddexp(logit - tau * lx, -tau * l1x)
+    return log_tau + logit - (tau + 1) * (lx + l1x) - 2 * log_denominator
 
-# %% ../nbs/01_relax.ipynb #cc667b77
-from torch.distributions import Distribution, constraints
-from torch.distributions.utils import lazy_property
-
-class _SimplexRelaxed(Distribution):
-    "Shared parameter handling of `ExpGumbelSoftmax` and `GumbelSoftmax` (temperature, logits or probs)."
-    arg_constraints = {"temperature": constraints.positive, "logits": constraints.real_vector, "probs": constraints.simplex}
-    has_rsample = True
-
-    def __init__(self, temperature, probs=None, logits=None, validate_args=None, hard=False):
-        if (logits is None) == (probs is None):
-            raise ValueError("give exactly one of logits or probs")
-        if probs is not None:
-            check_logits(probs, name='probs')
-            if values_checkable(probs) and (bad := probs < 0).any(): raise ValueError(f"probs must be non-negative, got a negative entry at index {first_index(bad)}")
-            if values_checkable(probs) and (bad := (probs.sum(-1) == 0)).any(): raise ValueError(f"probs has a slice summing to 0 (first at batch index {first_index(bad)})")
-            logits = (probs / probs.sum(-1, keepdim=True)).log()  # exact zeros stay masked (-inf), unlike clamping
-        else:
-            check_logits(logits)
-            logits = logits - logits.logsumexp(-1, keepdim=True)
-        temperature = check_tau(temperature, name='temperature', dtype=logits.dtype)  # stored in the logits' dtype
-        if not isinstance(temperature, Tensor): temperature = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
-        try: batch_shape = torch.broadcast_shapes(temperature.shape, logits.shape[:-1])
-        except RuntimeError:
-            raise ValueError(f"temperature with shape {tuple(temperature.shape)} does not broadcast against the batch shape "
-                             f"{tuple(logits.shape[:-1])} of logits with shape {tuple(logits.shape)}") from None
-        self.logits = logits.expand(batch_shape + logits.shape[-1:])
-        self.temperature = temperature.expand(batch_shape)
-        self.hard = bool(hard)
-        # torch's own parameter checks read values too, and cannot reshape an empty batch
-        checkable = values_checkable(logits, temperature) and logits.numel() > 0
-        super().__init__(batch_shape, logits.shape[-1:], validate_args=validate_args if checkable else False)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.logits = self.logits.expand(batch_shape + self.event_shape)
-        new.temperature = self.temperature.expand(batch_shape)
-        new.hard = self.hard
-        Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
-    @lazy_property
-    def probs(self) -> Tensor: return self.logits.exp()
-    @property
-    def param_shape(self) -> torch.Size: return self.logits.shape
-
-    def _log_sample(self, sample_shape=torch.Size(), generator=None) -> tuple[Tensor, Tensor]:
-        "Log of a Concrete sample (stable: max-shifted, log_softmax) and the perturbed logits it came from."
-        shape = self._extended_shape(sample_shape)
-        logits = self.logits.expand(shape)
-        dtype = _compute_dtype(logits.dtype)
-        tau = self.temperature.expand(shape[:-1]).unsqueeze(-1).to(dtype)
-        scaled, z = _scaled_perturbed(logits, tau, logits.dim() - 1, generator)
-        return torch.log_softmax(scaled, -1), z
-
-    def _check_value(self, value:Tensor, log_space:bool) -> None:
-        "ValueError naming `value` unless it has a compatible shape and lies on the (log-)simplex."
-        if not isinstance(value, Tensor): raise ValueError(f"value must be a torch.Tensor, got {type(value).__name__}")
-        try: torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
-        except RuntimeError:
-            raise ValueError(f"value with shape {tuple(value.shape)} does not broadcast against batch_shape + event_shape "
-                             f"{tuple(self.batch_shape + self.event_shape)}") from None
-        if value.shape[-1:] != self.event_shape:
-            raise ValueError(f"value must have {self.event_shape[0]} categories in its last dim, got shape {tuple(value.shape)}")
-        v = value.detach().to(_compute_dtype(value.dtype) if value.is_floating_point() else self.logits.dtype)  # an int one-hot too
-        total = v.logsumexp(-1) if log_space else v.sum(-1)
-        tol = 8 * self.event_shape[0] * torch.finfo(value.dtype if value.is_floating_point() else v.dtype).eps  # rounding of the given dtype
-        if log_space: ok = ~v.isnan().any(-1) & ~v.isposinf().any(-1) & (total.abs() <= tol)
-        else: ok = v.isfinite().all(-1) & (v >= 0).all(-1) & ((total - 1).abs() <= tol)
-        if (bad := ~ok).any():
-            i = first_index(bad)
-            where = 'log-simplex (logsumexp = 0)' if log_space else 'probability simplex (entries >= 0 summing to 1)'
-            raise ValueError(f"value must lie on the {where} along its last dim; value{list(i)} = {v[i].tolist()} does not")
-
-class ExpGumbelSoftmax(_SimplexRelaxed):
-    "ExpConcrete distribution: the log of a Gumbel-softmax sample, with a log-density that stays finite at low temperature."
-    support = constraints.real_vector  # the true support is the submanifold logsumexp(y) = 0
-
-    def __init__(self,
-                 temperature:float|Tensor, # temperature > 0 (a tensor broadcasts against the batch shape)
-                 probs:Tensor|None=None, # probabilities (last dim = categories; zeros mask), second as in torch
-                 logits:Tensor|None=None, # or unnormalized log-probabilities; `-inf` masks
-                 validate_args:bool|None=None): # check `value` in log_prob
-        super().__init__(temperature, probs, logits, validate_args)
-
-    def rsample(self, sample_shape=torch.Size(), generator:torch.Generator|None=None) -> Tensor:
-        "Reparameterized sample `log_softmax((logits + G) / temperature)`: finite for any finite logits."
-        return self._log_sample(sample_shape, generator)[0].to(self.logits.dtype)
-
-    def sample(self, sample_shape=torch.Size(), generator:torch.Generator|None=None) -> Tensor:
-        with torch.no_grad(): return self.rsample(sample_shape, generator)
-
-    def log_prob(self, value:Tensor) -> Tensor:
-        "ExpConcrete log-density of `value` (a log-simplex point)."
-        if self._validate_args and values_checkable(value): self._check_value(value, log_space=True)
-        return exp_concrete_log_prob(value, self.logits, self.temperature)
-
-class GumbelSoftmax(_SimplexRelaxed):
-    "Concrete / Gumbel-softmax distribution on the simplex; `hard=True` samples straight-through one-hots."
-    support = constraints.simplex
-
-    def __init__(self,
-                 temperature:float|Tensor, # temperature > 0 (a tensor broadcasts against the batch shape)
-                 probs:Tensor|None=None, # probabilities (last dim = categories; zeros mask), second as in torch
-                 logits:Tensor|None=None, # or unnormalized log-probabilities; `-inf` masks
-                 validate_args:bool|None=None, # check `value` in log_prob
-                 *,
-                 hard:bool=False): # rsample returns the straight-through one-hot (soft gradient)
-        super().__init__(temperature, probs, logits, validate_args, hard)
-
-    def rsample_both(self, sample_shape=torch.Size(), generator:torch.Generator|None=None) -> tuple[Tensor, Tensor]:
-        "`(hard, soft)` from one noise draw: the straight-through one-hot and the relaxed sample it wraps."
-        log_y, z = self._log_sample(sample_shape, generator)
-        soft = log_y.exp()
-        return straight_through(one_hot_argmax(z), soft).to(self.logits.dtype), soft.to(self.logits.dtype)
-
-    def rsample(self, sample_shape=torch.Size(), generator:torch.Generator|None=None) -> Tensor:
-        "The relaxed sample, or (if `hard`) the straight-through one-hot with the relaxed sample's gradient."
-        hard, soft = self.rsample_both(sample_shape, generator)
-        return hard if self.hard else soft
-
-    def sample(self, sample_shape=torch.Size(), generator:torch.Generator|None=None) -> Tensor:
-        with torch.no_grad(): return self.rsample(sample_shape, generator)
-
-    def log_prob(self, value:Tensor) -> Tensor:
-        "Concrete log-density of a soft value on the simplex (boundary points: the limit, never NaN)."
-        if self._validate_args and values_checkable(value): self._check_value(value, log_space=False)
-        return concrete_log_prob(value, self.logits, self.temperature)
-
-# %% ../nbs/01_relax.ipynb #77b1511b
+# %% ../nbs/01_relax.ipynb #d132237f
 from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ExponentialSchedule:
-    "Jang et al. (2017): `max(tau_min, tau0 * exp(-rate * step))`, with `step` rounded down to a multiple of `every`."
+    "Jang et al. (2017): `max(tau_min, tau0 * exp(-rate * step))`, `step` rounded down to `every`."
     tau0:float=1.0 # temperature at step 0
     rate:float=3e-5 # decay rate per step
     tau_min:float=0.5 # floor
     every:int=1000 # recompute the temperature every `every` steps (1: every step)
     def __post_init__(self):
-        check_tau(self.tau0, 'tau0'); check_tau(self.tau_min, 'tau_min'); check_int(self.every, 'every')
-        if isinstance(self.rate, bool) or not (isinstance(self.rate, numbers.Real) and math.isfinite(self.rate) and self.rate >= 0):
+        check_tau(self.tau0, 'tau0'); check_tau(self.tau_min, 'tau_min')
+        check_int(self.every, 'every')
+        rate = self.rate
+        real = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
+        finite = real and math.isfinite(rate)
+        if not (finite and rate >= 0):
             raise ValueError(f"rate must be a finite number >= 0, got rate={self.rate!r}")
     def __call__(self, step:int) -> float:
         step = check_int(step, 'step', minimum=0) // self.every * self.every
         return max(self.tau_min, self.tau0 * math.exp(-self.rate * step))
 
+# %% ../nbs/01_relax.ipynb #a89a3f85
 @dataclass(frozen=True)
 class LinearSchedule:
     "Linear from `tau0` at step 0 to `tau_min` at `total_steps`, constant after."
@@ -316,9 +215,11 @@ class LinearSchedule:
     tau_min:float=0.5 # temperature from `total_steps` on
     total_steps:int=10_000 # length of the ramp
     def __post_init__(self):
-        check_tau(self.tau0, 'tau0'); check_tau(self.tau_min, 'tau_min'); check_int(self.total_steps, 'total_steps')
+        check_tau(self.tau0, 'tau0'); check_tau(self.tau_min, 'tau_min')
+        check_int(self.total_steps, 'total_steps')
     def __call__(self, step:int) -> float:
-        return self.tau0 + (self.tau_min - self.tau0) * min(check_int(step, 'step', minimum=0) / self.total_steps, 1.0)
+        frac = min(check_int(step, 'step', minimum=0) / self.total_steps, 1.0)
+        return self.tau0 + (self.tau_min - self.tau0) * frac
 
 @dataclass(frozen=True)
 class CosineSchedule:
@@ -327,19 +228,22 @@ class CosineSchedule:
     tau_min:float=0.5 # temperature from `total_steps` on
     total_steps:int=10_000 # length of the ramp
     def __post_init__(self):
-        check_tau(self.tau0, 'tau0'); check_tau(self.tau_min, 'tau_min'); check_int(self.total_steps, 'total_steps')
+        check_tau(self.tau0, 'tau0'); check_tau(self.tau_min, 'tau_min')
+        check_int(self.total_steps, 'total_steps')
     def __call__(self, step:int) -> float:
         frac = min(check_int(step, 'step', minimum=0) / self.total_steps, 1.0)
         return self.tau_min + (self.tau0 - self.tau_min) * 0.5 * (1 + math.cos(math.pi * frac))
 
-# %% ../nbs/01_relax.ipynb #094591cf
-def _log1m_probs(log_p:Tensor, # log-probabilities (`log_softmax` of some scores); `-inf` where masked
+# %% ../nbs/01_relax.ipynb #a13ab565
+def _log1m_probs(log_p:Tensor, # log-probabilities (`log_softmax` of scores); `-inf` where masked
                  dim:int, # the category dimension
                 ) -> Tensor: # $\log(1 - p)$, finite wherever another category is unmasked
-    "`log(1 - p)` without cancellation: a log-sum-exp of the others at the largest entry, `log1p(-p)` elsewhere."
+    "`log(1 - p)`, no cancellation: log-sum-exp of the others at the top, `log1p(-p)` elsewhere."
     top = one_hot_argmax(log_p, dim).bool()
-    log_others = log_p.masked_fill(top, float('-inf')).logsumexp(dim, keepdim=True)  # log of the mass off the top entry
-    p = log_p.exp().masked_fill(top, 0.0)  # <= 1/2 off the top; 0 at the top keeps log1p's gradient finite
+    # mass off the top entry
+    log_others = log_p.masked_fill(top, float('-inf')).logsumexp(dim, keepdim=True)
+    # <= 1/2 off the top; 0 at the top keeps log1p's gradient finite
+    p = log_p.exp().masked_fill(top, 0.0)
     return torch.where(top, log_others, torch.log1p(-p))
 
 def _relaxed_khot(z:Tensor, # perturbed logits `logits + G` in the compute dtype; `-inf` masks
@@ -347,30 +251,34 @@ def _relaxed_khot(z:Tensor, # perturbed logits `logits + G` in the compute dtype
                   tau:float|Tensor, # checked temperature, a tensor aligned by `_tau_against`
                   dim:int, # non-negative category dimension
                  ) -> Tensor: # the sum of the k softmaxes: entries >= 0 summing to k along `dim`
-    "The deterministic part of `relaxed_topk`: softmaxes of $\\log\\alpha_j/\\tau$ with $\\log\\alpha_{j+1} = \\log\\alpha_j + \\log(1 - a_j)$."
+    "The deterministic part of `relaxed_topk`: $k$ softmaxes, each after removing the mass picked."
     log_alpha, khot = z, torch.zeros_like(z)
     for j in range(k):
-        scaled = _scaled(log_alpha, tau, dim).clamp(min=torch.finfo(z.dtype).min)  # no -inf: at the lowest tau a quotient
-        # overflows, and a slice of -inf (all but the top) has a NaN log-sum-exp gradient; masked entries still get exp() = 0
+        # no -inf: at the lowest tau a quotient overflows, and a slice of -inf (all but the top)
+        # has a NaN log-sum-exp gradient; masked entries still get exp() = 0
+        scaled = _scaled(log_alpha, tau, dim).clamp(min=torch.finfo(z.dtype).min)
         log_a = scaled - scaled.logsumexp(dim, keepdim=True)  # log_softmax, kept for log(1 - a)
         khot = khot + log_a.exp()
-        if j < k - 1: log_alpha = log_alpha + _log1m_probs(log_a, dim)  # remove the mass just picked
+        # remove the mass just picked
+        if j < k - 1: log_alpha = log_alpha + _log1m_probs(log_a, dim)
     return khot
 
-def relaxed_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
+# %% ../nbs/01_relax.ipynb #10769cf5
+def relaxed_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks
                  k:int, # subset size, 1 <= k <= number of finite logits in every slice
-                 tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor broadcastable against the batch shape (or logits' shape with size 1 at `dim`)
+                 tau:float|Tensor=1.0, # temperature > 0: a number, or a tensor of the batch shape
                  *,
-                 hard:bool=False, # return the exact k-hot of `gumbel_topk`'s draw, with the relaxed sample's gradient
+                 hard:bool=False, # the k-hot of `gumbel_topk`'s draw, relaxed gradient
                  dim:int=-1, # the category dimension
-                 generator:torch.Generator|None=None, # source of randomness; the global RNG when None
-                ) -> Tensor: # relaxed k-hot (entries >= 0 summing to k along `dim`; exactly k-hot if `hard`), shape and dtype of `logits`
-    "Relaxed top-k subset (Xie & Ermon 2019): $k$ softmaxes of Gumbel-perturbed logits, each with the earlier picks' mass removed."
+                 generator:torch.Generator|None=None, # randomness; the global RNG when None
+                ) -> Tensor: # relaxed k-hot (>= 0, sums to k; k-hot if `hard`), like `logits`
+    "Relaxed top-k (Xie & Ermon 2019): $k$ softmaxes of perturbed logits, earlier picks removed."
     dim = check_logits(logits, dim)
     _check_k(k, logits, dim)
     dtype = _compute_dtype(logits.dtype)
     tau = _tau_against(check_tau(tau), logits, dim, dtype)
     z = perturb(logits, generator)  # the noise gumbel_topk draws from the same generator state
     soft = _relaxed_khot(z, k, tau, dim)
-    if hard: soft = straight_through(torch.zeros_like(z).scatter_(dim, z.topk(k, dim).indices, 1.0), soft)
+    if hard: soft = straight_through(torch.zeros_like(z).scatter_(dim, z.topk(k, dim).indices, 1.0),
+                                     soft)
     return soft.to(logits.dtype)

@@ -20,7 +20,8 @@ from fastcore.basics import patch
 from fastcore.docments import docments
 
 from .gumbel import gumbel_max
-from .relax import straight_through, one_hot_argmax, ExpGumbelSoftmax, ExponentialSchedule
+from .relax import straight_through, one_hot_argmax, ExponentialSchedule
+from .distributions import ExpGumbelSoftmax
 from .checks import check_tau, check_int, check_positive
 from .estimators import Estimator, get_estimator
 from .data import BINARIZATIONS, DataSplits, load_dataset, batches, epoch_generator, seeded_generator, _require_extra

@@ -5,7 +5,8 @@ import pytest, torch
 import torch.nn.functional as F
 from gumbel_tut.checks import validation, validation_enabled, set_validation, HostReads
 from gumbel_tut.gumbel import gumbel_max, gumbel_topk
-from gumbel_tut.relax import relaxed_topk, GumbelSoftmax, ExpGumbelSoftmax
+from gumbel_tut.relax import relaxed_topk
+from gumbel_tut.distributions import GumbelSoftmax, ExpGumbelSoftmax
 from gumbel_tut.estimators import ESTIMATORS, get_estimator
 from gumbel_tut import gumbel_softmax
 
