@@ -10,10 +10,10 @@ import importlib, inspect
 from typing import TYPE_CHECKING
 from fastcore.docments import docments
 from gumbel_tut.gumbel import gumbel_noise, gumbel_max, gumbel_topk, gumbel_log_pdf, plackett_luce_log_prob
+from gumbel_tut.relax import (relaxed_topk, binary_concrete, concrete_log_prob, exp_concrete_log_prob,
+                              binary_concrete_log_prob, straight_through, ExponentialSchedule, LinearSchedule,
+                              CosineSchedule)
 from gumbel_tut.distributions import GumbelSoftmax, ExpGumbelSoftmax
-from gumbel_tut.relax import (relaxed_topk, binary_concrete, concrete_log_prob,
-                              exp_concrete_log_prob, binary_concrete_log_prob, straight_through, ExponentialSchedule,
-                              LinearSchedule, CosineSchedule)
 from gumbel_tut.estimators import (ESTIMATORS, Estimator, get_estimator, ReinforceEstimator, StraightThroughEstimator,
                                    GumbelSoftmaxEstimator, STGumbelSoftmaxEstimator, GumbelRaoEstimator, RebarEstimator,
                                    RelaxEstimator, gumbel_rao, conditional_gumbel)
