@@ -564,7 +564,7 @@ def load_vae(out:str|os.PathLike, # a run folder written by `train_vae` / `gumbe
         raise CheckpointError(f"{path}: its weights do not make the model its config describes: {str(e).splitlines()[0][:300]}") from None
     return model.eval()
 
-# %% ../nbs/21_train.ipynb #0e2ffc03
+# %% ../nbs/21_train.ipynb #73332ea9
 def results_folder() -> Path:
     "The repository's nbs/results: next to this notebook, under the working folder, or beside the package."
     import gumbel_tut
@@ -597,7 +597,7 @@ def results_provenance(results:list[dict]) -> str:
             f"stopped early, {sum(r['stopped'] != 'early' for r in results)} at the epoch budget; the importance-weighted "
             f"bound uses m = {', '.join(map(str, m))} samples per test image.")
 
-# %% ../nbs/21_train.ipynb #64baaf53
+# %% ../nbs/21_train.ipynb #421abd47
 RESULT_METRICS = {'test_neg_elbo_hard': 'test -ELBO (hard)', 'test_nll_iw': 'test -log p(x) (IW)'}
 
 def mean_sd(xs): return statistics.mean(xs), statistics.stdev(xs)
@@ -630,7 +630,7 @@ def results_verdict(results:list[dict], k:str) -> str:
                  + (f"; it is not distinguished from {', '.join(others)}." if others else '.'))
     return ' '.join(lines)
 
-# %% ../nbs/21_train.ipynb #6a84af79
+# %% ../nbs/21_train.ipynb #ba26dd17
 def plot_results(results:list[dict], title:str=''):
     "Both test metrics per estimator (mean ± sd, and every seed), and every run's validation curve."
     import matplotlib.pyplot as plt
