@@ -593,3 +593,35 @@ def test_ctrl_c_prints_the_resume_command_and_loses_nothing(tmp_path, digits, mo
     resumed = vae_cli(command[1:])
     whole = train_vae(digits, epochs=3, **SMALL)
     assert _strip(resumed.metrics) == _strip(whole.metrics)
+
+
+# ---- chapter 4's review fixes: each check fails on the text before them ----
+
+def _markdown(nb_name):
+    cells = json.loads((Path(__file__).resolve().parents[1] / 'nbs' / nb_name).read_text())['cells']
+    return [''.join(c['source']) for c in cells if c['cell_type'] == 'markdown'], \
+           [''.join(c['source']) for c in cells if c['cell_type'] == 'code']
+
+
+def test_chapter_4_checks_the_continuation_rule_against_every_results_file():
+    "No blanket claim that no run is cut off: the rule is stated, and a build cell checks each results file against RULES."
+    md, code = _markdown('04_vae.ipynb')
+    assert not any('no run is cut off while it is still improving' in m for m in md)
+    assert any('`RULES` in the script' in m for m in md)
+    check = [c for c in code if "RULES = vae_results.RULES" in c]
+    assert check and "load_results('fashion-mnist')" in check[0] and 'cut_off(' in check[0]
+
+
+def test_chapter_4_says_what_the_relaxed_objective_bounds():
+    "The relaxed (Concrete-KL) objective bounds the relaxed model's likelihood, not the discrete model's."
+    md, _ = _markdown('04_vae.ipynb')
+    objective = next(m for m in md if '**What the relaxed objective is a bound of.**' in m)
+    assert '**relaxed model**' in objective and 'not on that of the discrete' in objective
+
+
+def test_temperature_advice_lives_in_chapter_1():
+    "Chapter 4 and the trainer's note link to chapter 1's section instead of giving a temperature rule of their own."
+    for nb in ('04_vae.ipynb', '21_train.ipynb'):
+        md, _ = _markdown(nb)
+        assert any('01_relax.ipynb#choosing-the-temperature' in m for m in md), nb
+        assert not any(r'\ln 2 / r' in m for m in md), nb
