@@ -1,4 +1,4 @@
-"""`gumbel-tut-vae`: the trainer of [Library note: the trainer](21_train.ipynb) as a console script, its options generated from `VAEConfig`, its errors one line, Ctrl-C safe.
+"""`gumbel-tut-vae`: `train_vae` as a console script, its options generated from `VAEConfig`, its errors one line, Ctrl-C safe.
 
 Docs: https://gumbel-tut.github.io/gumbel_tut/cli.html.md"""
 
