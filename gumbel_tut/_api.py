@@ -46,11 +46,12 @@ __all__ = [
 ]
 
 # %% ../nbs/index.ipynb #f6132b22
-_LAZY = {'CategoricalVAE': 'gumbel_tut.vae', 'VAEConfig': 'gumbel_tut.vae', 'train_vae': 'gumbel_tut.vae',
+_LAZY = {'CategoricalVAE': 'gumbel_tut.vae', 'VAEConfig': 'gumbel_tut.train', 'train_vae': 'gumbel_tut.train',
          'load_dataset': 'gumbel_tut.data'}  # name -> module; the module raises the ImportError that names the extra
 
 if TYPE_CHECKING:  # what type checkers see (the package ships py.typed)
-    from gumbel_tut.vae import CategoricalVAE, VAEConfig, train_vae
+    from gumbel_tut.vae import CategoricalVAE
+    from gumbel_tut.train import VAEConfig, train_vae
     from gumbel_tut.data import load_dataset
 
 def __getattr__(name):

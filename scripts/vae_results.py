@@ -22,7 +22,8 @@ import torch
 
 import gumbel_tut
 from gumbel_tut.data import load_dataset
-from gumbel_tut.vae import CHECKPOINT, METRICS_JSON, CheckpointError, NonFiniteLossError, VAEConfig, load_checkpoint, train_vae
+from gumbel_tut.vae import NonFiniteLossError
+from gumbel_tut.train import CHECKPOINT, METRICS_JSON, CheckpointError, VAEConfig, load_checkpoint, train_vae
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = 'vae_results.py'

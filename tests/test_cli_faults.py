@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gumbel_tut.vae import CHECKPOINT, METRICS_JSON, load_checkpoint, save_checkpoint, train_vae
+from gumbel_tut.train import CHECKPOINT, METRICS_JSON, load_checkpoint, save_checkpoint, train_vae
 
 ARGS = ['--latent', '4x5', '--hidden', '64,32', '--iw-samples', '20', '--quiet', '--threads', '1']
 KW = dict(latent='4x5', hidden='64,32', iw_samples=20, progress=False)

@@ -157,7 +157,7 @@ def refuse(*args, **kwargs): raise RuntimeError('torch.compile was called')
 torch.compile = refuse
 out = sys.argv[1]
 sys.argv = ['gumbel-tut-vae', '--epochs', '1', '--hidden', '64,32', '--iw-samples', '10', '--quiet', '--out', out]
-from gumbel_tut.vae import vae_cli
+from gumbel_tut.cli import vae_cli
 vae_cli()
 from pathlib import Path
 assert (Path(out) / 'metrics.json').exists()

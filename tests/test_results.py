@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gumbel_tut.vae import VAEConfig
+from gumbel_tut.train import VAEConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location('vae_results', ROOT / 'scripts' / 'vae_results.py')

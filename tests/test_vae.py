@@ -1,4 +1,4 @@
-"Tests of chapter 4 (gumbel_tut.vae): resume, checkpoints, NaN handling, the CLI, the evaluation bounds, bad arguments."
+"Tests of chapter 4 (gumbel_tut.vae) and its library notes (gumbel_tut.train, gumbel_tut.cli): resume, checkpoints, NaN handling, the CLI, the evaluation bounds, bad arguments."
 import errno, itertools, json, math, os, re, shlex, shutil, subprocess, sys
 from pathlib import Path
 
@@ -8,9 +8,12 @@ import torch.nn.functional as F
 from dataclasses import asdict, fields
 
 import gumbel_tut.vae as vae
+import gumbel_tut.train as train
+import gumbel_tut.cli as cli
 from gumbel_tut.data import load_dataset
-from gumbel_tut.vae import (CategoricalVAE, NonFiniteLossError, bernoulli_nll, categorical_kl, evaluate_hard,
-                            load_checkpoint, parse_latent, save_checkpoint, train_vae, vae_cli)
+from gumbel_tut.vae import CategoricalVAE, NonFiniteLossError, bernoulli_nll, categorical_kl, evaluate_hard, parse_latent
+from gumbel_tut.train import load_checkpoint, save_checkpoint, train_vae
+from gumbel_tut.cli import vae_cli
 
 SMALL = dict(latent='4x5', hidden='64,32', iw_samples=20, valid_samples=2, progress=False)
 TIMING = ('seconds', 'eval_seconds', 'seconds_per_epoch', 'total_seconds')
@@ -74,12 +77,12 @@ def test_checkpoint_weights_only_and_atomic(tmp_path, digits, monkeypatch):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits, monkeypatch):
     calls = itertools.count()
-    real = vae.vae_loss
+    real = train.vae_loss
     def poisoned(*a, **k):  # the 25th step (epoch 3: 12 steps per epoch) returns a NaN loss
         out = real(*a, **k)
         if next(calls) == 24: out['loss'] = out['loss'] * float('nan')
         return out
-    monkeypatch.setattr(vae, 'vae_loss', poisoned)
+    monkeypatch.setattr(train, 'vae_loss', poisoned)
     with pytest.raises(NonFiniteLossError, match=r'epoch 3.*last good checkpoint \(epoch 2\)'):
         train_vae(digits, epochs=5, out=tmp_path, **SMALL)
     ck = load_checkpoint(tmp_path / 'checkpoint.pt')
@@ -252,9 +255,9 @@ def test_time_budget_and_early_stopping(digits):
 
 def test_load_vae_rebuilds_the_best_model(tmp_path, digits):
     run = train_vae(digits, epochs=2, out=tmp_path, **SMALL)
-    model = vae.load_vae(tmp_path)
+    model = train.load_vae(tmp_path)
     for k, v in run.model.state_dict().items(): assert torch.equal(model.state_dict()[k], v)
-    last = vae.load_vae(tmp_path, best=False)
+    last = train.load_vae(tmp_path, best=False)
     assert last.n_latent == 4 and last.n_categories == 5 and last.hidden == (64, 32)
 
 
@@ -293,9 +296,9 @@ def test_concurrent_writers_use_unique_temp_files(tmp_path):
 def test_second_run_on_a_locked_folder_is_refused(tmp_path, digits):
     import fcntl
     tmp_path.mkdir(exist_ok=True)
-    with open(tmp_path / vae.LOCK, 'a') as f:  # another run holds the folder
+    with open(tmp_path / train.LOCK, 'a') as f:  # another run holds the folder
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(vae.OutputFolderError, match=f"{tmp_path}.*in use by another training run"):
+        with pytest.raises(train.OutputFolderError, match=f"{tmp_path}.*in use by another training run"):
             train_vae(digits, epochs=1, out=tmp_path, overwrite=True, **SMALL)
     assert not (tmp_path / 'checkpoint.pt').exists()
     train_vae(digits, epochs=1, out=tmp_path, **SMALL)  # once released (or its process died), the folder is usable
@@ -329,10 +332,10 @@ def _damage(path, how):
 def test_damaged_checkpoint_is_a_clear_error(tmp_path, digits, one_epoch_run, how, msg):
     out = tmp_path / 'run'; shutil.copytree(one_epoch_run, out)
     _damage(out / 'checkpoint.pt', how)
-    with pytest.raises(vae.CheckpointError, match=msg) as e:
+    with pytest.raises(train.CheckpointError, match=msg) as e:
         train_vae(digits, epochs=2, out=out, resume=True, **SMALL)
     assert str(out / 'checkpoint.pt') in str(e.value) and 'weights_only=False' not in str(e.value)
-    with pytest.raises(vae.CheckpointError, match=msg): vae.load_vae(out)
+    with pytest.raises(train.CheckpointError, match=msg): train.load_vae(out)
 
 
 def test_checksum_catches_a_changed_adam_moment(tmp_path, one_epoch_run):
@@ -341,7 +344,7 @@ def test_checksum_catches_a_changed_adam_moment(tmp_path, one_epoch_run):
     ck = torch.load(path, weights_only=True)
     ck['optimizer']['state'][0]['exp_avg_sq'].view(-1)[0] = -102596.
     torch.save(ck, path)  # keeps the stored (now wrong) sha256
-    with pytest.raises(vae.CheckpointError, match='checksum mismatch'): load_checkpoint(path)
+    with pytest.raises(train.CheckpointError, match='checksum mismatch'): load_checkpoint(path)
 
 
 def test_divergence_in_the_encoder_is_a_non_finite_loss_error(tmp_path, digits, monkeypatch):
@@ -365,10 +368,10 @@ def test_huge_learning_rate_is_a_non_finite_loss_error(digits):
 def test_unwritable_out_fails_before_training(tmp_path, digits, monkeypatch):
     import tempfile
     def refuse(*a, **k): raise PermissionError(13, 'Permission denied')
-    monkeypatch.setattr(vae, '_temp_beside', refuse)
+    monkeypatch.setattr(train, '_temp_beside', refuse)
     calls = []
-    monkeypatch.setattr(vae, 'vae_loss', lambda *a, **k: calls.append(1))
-    with pytest.raises(vae.OutputFolderError, match=f'{tmp_path}.*not writable.*Permission denied'):
+    monkeypatch.setattr(train, 'vae_loss', lambda *a, **k: calls.append(1))
+    with pytest.raises(train.OutputFolderError, match=f'{tmp_path}.*not writable.*Permission denied'):
         train_vae(digits, epochs=1, out=tmp_path, **SMALL)
     assert not calls  # refused before any training
 
@@ -422,8 +425,8 @@ def test_small_unclear_errors(tmp_path, digits, kwargs, msg):
 
 # ---- the configuration, the learner and its callbacks ----
 
-from gumbel_tut.vae import (Callback, CancelFitException, Learner, StepBudgetCB, VAEConfig, default_callbacks, vae_parser,
-                            RUN_OPTIONS)
+from gumbel_tut.train import Callback, CancelFitException, Learner, StepBudgetCB, VAEConfig, default_callbacks
+from gumbel_tut.cli import vae_parser, RUN_OPTIONS
 
 
 def test_cli_is_generated_from_the_config():
@@ -496,7 +499,7 @@ def test_callbacks_see_every_event_in_order(digits):
     class StopAfterOne(Callback):
         def after_epoch(self, learn): raise CancelFitException('mine')
     run = train_vae(digits, epochs=3, cbs=[Record(), StopAfterOne()], **SMALL)
-    steps = len(vae.batches(digits.train.x, 100))
+    steps = len(train.batches(digits.train.x, 100))
     assert events == ['before_fit', 'before_epoch', *['after_step'] * steps, 'after_fit', 'after_evaluate']
     assert run.metrics['stopped'] == 'mine' and run.metrics['epochs'] == 1  # a user callback stops training too
 
@@ -509,7 +512,7 @@ def test_default_callbacks_follow_the_config(tmp_path):
 
 
 def test_cli_sets_threads_of_its_process_only(tmp_path):
-    r = subprocess.run([_script(), '--latent', '4x5', '--hidden', '64,32', '--epochs', '2', '--iw-samples', '10', '--threads', str(min(2, vae._cpu_count())),
+    r = subprocess.run([_script(), '--latent', '4x5', '--hidden', '64,32', '--epochs', '2', '--iw-samples', '10', '--threads', str(min(2, cli._cpu_count())),
                         '--max-steps', '12', '--out', str(tmp_path / 'r'), '--quiet'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / 'r' / 'metrics.json').read_text())
@@ -562,7 +565,7 @@ def test_resume_from_a_checkpoint_with_wrong_field_types(tmp_path, digits, one_e
     "A checkpoint re-saved with a valid checksum but a field of the wrong type: a CheckpointError naming the file and the field."
     out = tmp_path / 'run'; shutil.copytree(one_epoch_run, out)
     ck = load_checkpoint(out / 'checkpoint.pt'); ck[field] = value; save_checkpoint(ck, out / 'checkpoint.pt')
-    with pytest.raises(vae.CheckpointError, match=re.escape(f"{out / 'checkpoint.pt'}: field '{field}'")):
+    with pytest.raises(train.CheckpointError, match=re.escape(f"{out / 'checkpoint.pt'}: field '{field}'")):
         train_vae(digits, epochs=2, out=out, resume=True, **SMALL)
     code, err = _cli_error(capsys, ['--latent', '4x5', '--hidden', '64,32', '--iw-samples', '20', '--resume', '--out', str(out)], tmp_path)
     assert code == 2 and err.count('\n') == 1 and f"{out / 'checkpoint.pt'}: field '{field}'" in err, err
@@ -590,3 +593,35 @@ def test_ctrl_c_prints_the_resume_command_and_loses_nothing(tmp_path, digits, mo
     resumed = vae_cli(command[1:])
     whole = train_vae(digits, epochs=3, **SMALL)
     assert _strip(resumed.metrics) == _strip(whole.metrics)
+
+
+# ---- chapter 4's review fixes: each check fails on the text before them ----
+
+def _markdown(nb_name):
+    cells = json.loads((Path(__file__).resolve().parents[1] / 'nbs' / nb_name).read_text())['cells']
+    return [''.join(c['source']) for c in cells if c['cell_type'] == 'markdown'], \
+           [''.join(c['source']) for c in cells if c['cell_type'] == 'code']
+
+
+def test_chapter_4_checks_the_continuation_rule_against_every_results_file():
+    "No blanket claim that no run is cut off: the rule is stated, and a build cell checks each results file against RULES."
+    md, code = _markdown('04_vae.ipynb')
+    assert not any('no run is cut off while it is still improving' in m for m in md)
+    assert any('`RULES` in the script' in m for m in md)
+    check = [c for c in code if "RULES = vae_results.RULES" in c]
+    assert check and "load_results('fashion-mnist')" in check[0] and 'cut_off(' in check[0]
+
+
+def test_chapter_4_says_what_the_relaxed_objective_bounds():
+    "The relaxed (Concrete-KL) objective bounds the relaxed model's likelihood, not the discrete model's."
+    md, _ = _markdown('04_vae.ipynb')
+    objective = next(m for m in md if '**What the relaxed objective is a bound of.**' in m)
+    assert '**relaxed model**' in objective and 'not on that of the discrete' in objective
+
+
+def test_temperature_advice_lives_in_chapter_1():
+    "Chapter 4 and the trainer's note link to chapter 1's section instead of giving a temperature rule of their own."
+    for nb in ('04_vae.ipynb', '21_train.ipynb'):
+        md, _ = _markdown(nb)
+        assert any('01_relax.ipynb#choosing-the-temperature' in m for m in md), nb
+        assert not any(r'\ln 2 / r' in m for m in md), nb
