@@ -25,7 +25,7 @@ def gumbel_cdf(x:Tensor, # points at which to evaluate the distribution function
     "Cumulative distribution function of the standard Gumbel(0, 1) distribution."
     return torch.exp(-torch.exp(-x))
 
-# %% ../nbs/00_gumbel.ipynb #898daa05
+# %% ../nbs/00_gumbel.ipynb #e8805470
 _TINY_UNIFORM = 2.0**-54  # half the float64 grid of torch.rand: keeps log(U) finite
 
 def gumbel_noise(shape:int|tuple|torch.Size, # shape of the noise tensor
@@ -49,7 +49,7 @@ def gumbel_noise(shape:int|tuple|torch.Size, # shape of the noise tensor
     u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
     return u.clamp_(min=_TINY_UNIFORM).log_().neg_().log_().neg_().to(dtype)
 
-# %% ../nbs/00_gumbel.ipynb #774af71a
+# %% ../nbs/00_gumbel.ipynb #b7588ca1
 def _compute_dtype(dtype:torch.dtype) -> torch.dtype:
     "float32 for half-precision inputs (no rounding ties, no overflow), else the input dtype."
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -62,7 +62,7 @@ def perturb(logits:Tensor, # logits, already checked
     noise = gumbel_noise(logits.shape, generator=generator, dtype=dtype, device=logits.device)
     return logits.to(dtype) + noise
 
-def gumbel_max(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks one
+def gumbel_max(logits:Tensor, # unnormalized log-probabilities, any shape; `-inf` masks a category
                *,
                dim:int=-1, # the category dimension
                generator:torch.Generator|None=None, # source of randomness; the global RNG when None
@@ -71,7 +71,7 @@ def gumbel_max(logits:Tensor, # unnormalized log-probabilities, any batch shape;
     dim = check_logits(logits, dim)
     return perturb(logits, generator).argmax(dim)
 
-# %% ../nbs/00_gumbel.ipynb #f5fea85f
+# %% ../nbs/00_gumbel.ipynb #9636d958
 def plackett_luce_log_prob(logits:Tensor, # unnormalized log-probabilities
                            indices:Tensor, # int64 indices of an ordered draw, `k` along `dim`
                            dim:int=-1, # the category dimension
@@ -87,7 +87,7 @@ def plackett_luce_log_prob(logits:Tensor, # unnormalized log-probabilities
         drawn = drawn.scatter(dim, indices.narrow(dim, j, 1), True)
     return (chosen - torch.cat(remaining, dim)).sum(dim)
 
-# %% ../nbs/00_gumbel.ipynb #d6e592e0
+# %% ../nbs/00_gumbel.ipynb #4867177d
 def _check_k(k, # the subset size to check
              logits:Tensor, # checked logits
              dim:int, # non-negative category dimension
@@ -105,7 +105,7 @@ def _check_k(k, # the subset size to check
                          f"in some slice of logits along dim={dim}; "
                          "masked (-inf) categories cannot be drawn")
 
-def gumbel_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks one
+def gumbel_topk(logits:Tensor, # unnormalized log-probabilities, any shape; `-inf` masks a category
                 k:int, # how many categories to draw, 1 <= k <= finite logits in every slice
                 *,
                 dim:int=-1, # the category dimension
