@@ -1,4 +1,4 @@
-"""Sampling a category by adding noise and taking an argmax: the distribution, its numerics, and a proof.
+"""Sampling a category by adding noise and taking an argmax: the distribution, the trick in pictures, and a proof.
 
 Docs: https://gumbel-tut.github.io/gumbel_tut/gumbel.html.md"""
 
@@ -25,29 +25,31 @@ def gumbel_cdf(x:Tensor, # points at which to evaluate the distribution function
     "Cumulative distribution function of the standard Gumbel(0, 1) distribution."
     return torch.exp(-torch.exp(-x))
 
-# %% ../nbs/00_gumbel.ipynb #68ab7ed0
+# %% ../nbs/00_gumbel.ipynb #e8805470
 _TINY_UNIFORM = 2.0**-54  # half the float64 grid of torch.rand: keeps log(U) finite
 
 def gumbel_noise(shape:int|tuple|torch.Size, # shape of the noise tensor
                  *,
-                 generator:torch.Generator|None=None, # source of randomness; the global RNG when None
+                 generator:torch.Generator|None=None, # source of randomness; None: the global RNG
                  dtype:torch.dtype=torch.float32, # floating dtype of the result
-                 device:torch.device|str|None=None, # device of the result (the generator's device must match)
+                 device:torch.device|str|None=None, # device of the result (and of the generator)
                 ) -> Tensor: # i.i.d. Gumbel(0, 1) noise, always finite, in `[-3.62, 36.7]`
-    "Standard Gumbel noise drawn in float64 by the inverse CDF, then cast to `dtype`: never `inf` or NaN."
+    "Standard Gumbel noise drawn in float64 by the inverse CDF, cast to `dtype`: never inf or NaN."
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating-point torch.dtype, got dtype={dtype!r}")
     try: signed_range = torch.finfo(dtype).min < -4 and torch.finfo(dtype).max > 37
     except TypeError: signed_range = False  # packed formats such as float4 have no finfo
     if not signed_range:
-        raise ValueError(f"dtype={dtype} cannot hold Gumbel noise (values from about -3.6 to 36.7); use torch.float32")
+        raise ValueError(f"dtype={dtype} cannot hold Gumbel noise "
+                         "(values from about -3.6 to 36.7); use torch.float32")
     check_generator(generator)
     if isinstance(shape, int): shape = (shape,)
-    if any(int(s) < 0 for s in shape): raise ValueError(f"shape must have non-negative sizes, got shape={tuple(shape)}")
-    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device).clamp_(min=_TINY_UNIFORM)
-    return u.log_().neg_().log_().neg_().to(dtype)
+    if any(int(s) < 0 for s in shape):
+        raise ValueError(f"shape must have non-negative sizes, got shape={tuple(shape)}")
+    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+    return u.clamp_(min=_TINY_UNIFORM).log_().neg_().log_().neg_().to(dtype)
 
-# %% ../nbs/00_gumbel.ipynb #a026af06
+# %% ../nbs/00_gumbel.ipynb #b7588ca1
 def _compute_dtype(dtype:torch.dtype) -> torch.dtype:
     "float32 for half-precision inputs (no rounding ties, no overflow), else the input dtype."
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -57,9 +59,10 @@ def perturb(logits:Tensor, # logits, already checked
            ) -> Tensor: # `logits + G` in the compute dtype (float32 for half-precision logits)
     "Add i.i.d. Gumbel(0, 1) noise to `logits`."
     dtype = _compute_dtype(logits.dtype)
-    return logits.to(dtype) + gumbel_noise(logits.shape, generator=generator, dtype=dtype, device=logits.device)
+    noise = gumbel_noise(logits.shape, generator=generator, dtype=dtype, device=logits.device)
+    return logits.to(dtype) + noise
 
-def gumbel_max(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
+def gumbel_max(logits:Tensor, # unnormalized log-probabilities, any shape; `-inf` masks a category
                *,
                dim:int=-1, # the category dimension
                generator:torch.Generator|None=None, # source of randomness; the global RNG when None
@@ -68,12 +71,12 @@ def gumbel_max(logits:Tensor, # unnormalized log-probabilities, any batch shape;
     dim = check_logits(logits, dim)
     return perturb(logits, generator).argmax(dim)
 
-# %% ../nbs/00_gumbel.ipynb #dc0beb81
+# %% ../nbs/00_gumbel.ipynb #9636d958
 def plackett_luce_log_prob(logits:Tensor, # unnormalized log-probabilities
-                           indices:Tensor, # int64 indices of an ordered draw without replacement, `k` along `dim`
+                           indices:Tensor, # int64 indices of an ordered draw, `k` along `dim`
                            dim:int=-1, # the category dimension
                           ) -> Tensor: # log-probability of drawing `indices` in that order
-    "Log-probability of an ordered sample without replacement under the Plackett-Luce model with weights `exp(logits)`."
+    "Log-probability of an ordered draw without replacement under Plackett-Luce (weights e^logits)."
     dim = check_logits(logits, dim)
     chosen = logits.gather(dim, indices)
     # log of the mass left before each draw: logsumexp over all, minus what was drawn before
@@ -84,28 +87,31 @@ def plackett_luce_log_prob(logits:Tensor, # unnormalized log-probabilities
         drawn = drawn.scatter(dim, indices.narrow(dim, j, 1), True)
     return (chosen - torch.cat(remaining, dim)).sum(dim)
 
-# %% ../nbs/00_gumbel.ipynb #2aed9130
+# %% ../nbs/00_gumbel.ipynb #4867177d
 def _check_k(k, # the subset size to check
              logits:Tensor, # checked logits
              dim:int, # non-negative category dimension
             ) -> None:
-    "`ValueError` naming `k` unless it is an int from 1 to the number of finite logits in every slice along `dim`."
+    "`ValueError` naming `k` unless 1 <= k <= the finite logits of every slice along `dim`."
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got k={k!r}")
-    if k > logits.shape[dim]: raise ValueError(f"k={k} is larger than the {logits.shape[dim]} categories of logits along dim={dim}")
-    if not values_checkable(logits) or not logits.numel(): return  # the count of finite logits reads values
+    if k > logits.shape[dim]:
+        raise ValueError(f"k={k} is larger than the {logits.shape[dim]} categories of logits "
+                         f"along dim={dim}")
+    if not values_checkable(logits) or not logits.numel(): return  # counting reads values
     n_finite = int(logits.isfinite().sum(dim).min())
     if k > n_finite:
-        raise ValueError(f"k={k} is larger than the number of finite logits ({n_finite}) in some slice of logits along dim={dim}; "
+        raise ValueError(f"k={k} is larger than the number of finite logits ({n_finite}) "
+                         f"in some slice of logits along dim={dim}; "
                          "masked (-inf) categories cannot be drawn")
 
-def gumbel_topk(logits:Tensor, # unnormalized log-probabilities, any batch shape; `-inf` masks a category
-                k:int, # how many categories to draw, 1 <= k <= number of finite logits in every slice
+def gumbel_topk(logits:Tensor, # unnormalized log-probabilities, any shape; `-inf` masks a category
+                k:int, # how many categories to draw, 1 <= k <= finite logits in every slice
                 *,
                 dim:int=-1, # the category dimension
-                generator:torch.Generator|None=None, # source of randomness; the global RNG when None
+                generator:torch.Generator|None=None, # source of randomness; None: the global RNG
                ) -> Tensor: # int64 indices, size `k` along `dim`, in the order drawn
-    "Draw `k` categories without replacement (Plackett-Luce order) as the top-k of Gumbel-perturbed logits."
+    "Draw `k` categories without replacement (Plackett-Luce order): the top-k of perturbed logits."
     dim = check_logits(logits, dim)
     _check_k(k, logits, dim)
     return perturb(logits, generator).topk(k, dim, sorted=True).indices

@@ -157,3 +157,16 @@ def test_bad_noise_shape():
 
 def test_chi_square_pvalue_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match='same length'): chi_square_pvalue(torch.ones(3), torch.ones(2) / 2)
+
+def test_chapter_credits_the_trick_in_its_text():
+    "Chapter 0's prose, not only its reference list, credits where the trick comes from and who relaxed it."
+    import json, re
+    from pathlib import Path
+    cells = json.loads((Path(__file__).resolve().parents[1] / 'nbs' / '00_gumbel.ipynb').read_text())['cells']
+    md = [''.join(c['source']) for c in cells if c['cell_type'] == 'markdown']
+    refs = next(i for i, t in enumerate(md) if t.startswith('## References'))
+    text = re.sub(r'\s+', ' ', ' '.join(md[:refs]))
+    for credit in ('Luce (1959)', 'Yellott (1977)', 'Papandreou & Yuille 2011', 'Maddison, Tarlow & Minka 2014',
+                   'Jang, Gu & Poole (2017)', 'Maddison, Mnih & Teh (2017)', 'Huijben et al. (2022)'):
+        assert credit in text, f'the text of chapter 0 does not credit {credit}'
+    assert 'Huijben' in md[refs] and 'arXiv:2110.01515' in md[refs]
