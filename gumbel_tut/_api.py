@@ -22,7 +22,7 @@ from gumbel_tut.checks import validation, set_validation, validation_enabled
 
 # %% ../nbs/index.ipynb #06f20839
 # The public API, chosen name by name; the same list with or without the [vae] extra. Everything else stays in its
-# module: the trainer (`gumbel_tut.vae.Learner`, its callbacks), the tutorial's helpers (`gumbel_tut.helpers`).
+# module: the trainer (`gumbel_tut.train.Learner`, its callbacks), the tutorial's helpers (`gumbel_tut.helpers`).
 __all__ = [
     # samplers: categories, subsets and relaxed samples in one call (gumbel_softmax dispatches to the backends)
     'gumbel_noise', 'gumbel_max', 'gumbel_topk', 'gumbel_softmax', 'relaxed_topk', 'binary_concrete',
