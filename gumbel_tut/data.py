@@ -17,8 +17,9 @@ from torch import Tensor
 from .idx import (  # the IDX file format (library note 20); importable from here too
     GZIP_MAGIC, IDX_DTYPES, IDX_STEMS, DatasetNotFoundError, IDXFormatError, find_idx_file,
     read_idx, read_idx_folder, read_idx_images, read_idx_labels, write_idx)
-_all_ = ['GZIP_MAGIC', 'IDX_DTYPES', 'IDX_STEMS', 'DatasetNotFoundError', 'IDXFormatError',  # star-imports
-         'find_idx_file', 'read_idx', 'read_idx_folder', 'read_idx_images', 'read_idx_labels', 'write_idx']
+_all_ = ['GZIP_MAGIC', 'IDX_DTYPES', 'IDX_STEMS', 'DatasetNotFoundError', 'IDXFormatError',
+         'find_idx_file', 'read_idx', 'read_idx_folder', 'read_idx_images', 'read_idx_labels',
+         'write_idx']  # in `__all__` too, so that star-imports keep them
 
 def _require_extra(module, *packages, extra='vae'):
     "Raise an ImportError naming the pip extra when one of `packages` (import names) is missing."
