@@ -1,5 +1,6 @@
-"Tests of gumbel_tut.data beyond the notebook: IDX round trips and every kind of bad file, splits, binarization, batches."
-import gzip, struct, tracemalloc
+"""Tests of gumbel_tut.idx (library note 20: IDX round trips and every kind of bad file) and gumbel_tut.data
+(chapter 3: splits, binarization, batches) beyond the notebooks."""
+import gzip, struct, subprocess, sys, tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -7,11 +8,16 @@ import pytest
 import torch
 from scipy import stats
 
+from gumbel_tut.idx import (
+    IDX_DTYPES, IDX_STEMS, DatasetNotFoundError, IDXFormatError, find_idx_file, read_idx, read_idx_folder,
+    read_idx_images, read_idx_labels, write_idx)
 from gumbel_tut.data import (
-    BINARIZATIONS, DIGITS_SIZES, FASHION_MNIST_DIR, IDX_DTYPES, IDX_STEMS, DataSplits, DatasetNotFoundError,
-    IDXFormatError, Split, batches, binarize_dynamic, binarize_fixed, derive_seed, epoch_generator, find_idx_file,
-    load_dataset, load_digits_splits, load_idx_splits, read_idx, read_idx_folder, read_idx_images, read_idx_labels,
-    split_indices, to_unit_interval, write_idx)
+    BINARIZATIONS, DIGITS_SIZES, FASHION_MNIST_DIR, DataSplits, Split, batches, binarize_dynamic, binarize_fixed,
+    derive_seed, epoch_generator, load_dataset, load_digits_splits, load_idx_splits, split_indices,
+    to_unit_interval)
+
+IDX_NAMES = ('GZIP_MAGIC', 'IDX_DTYPES', 'IDX_STEMS', 'DatasetNotFoundError', 'IDXFormatError', 'find_idx_file',
+             'read_idx', 'read_idx_folder', 'read_idx_images', 'read_idx_labels', 'write_idx')
 
 ALPHA = 1e-3  # significance level of the statistical tests
 
@@ -495,3 +501,20 @@ def test_fashion_mnist_default_folder_is_used(tmp_path, monkeypatch):
     monkeypatch.setattr(data, 'FASHION_MNIST_DIR', tmp_path / 'not-installed')
     with pytest.raises(DatasetNotFoundError, match='sudo apt-get install dataset-fashion-mnist'):
         load_dataset('fashion-mnist')
+
+
+# ---------------------------------------------------------------- the two modules
+
+def test_idx_names_are_still_importable_from_data():
+    "The IDX names moved to gumbel_tut.idx (library note 20); gumbel_tut.data re-imports the very same objects."
+    import gumbel_tut.data as data, gumbel_tut.idx as idx
+    for name in IDX_NAMES: assert getattr(data, name) is getattr(idx, name), name
+    assert set(IDX_NAMES) <= set(data.__all__), 'a star-import of gumbel_tut.data still brings the IDX names'
+
+
+def test_idx_does_not_import_data():
+    "Dependencies flow one way: the chapter's module imports the library note's, never the reverse."
+    code = ("import sys, gumbel_tut.idx; "
+            "assert 'gumbel_tut.data' not in sys.modules and 'sklearn' not in sys.modules, sorted(sys.modules)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
