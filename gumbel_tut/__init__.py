@@ -10,12 +10,16 @@ switches, and the VAE's entry points (imported on first use; they need the [vae]
 its module:
 
 - tutorial chapters: `gumbel_tut.gumbel` (0: Gumbel-max, Gumbel-top-k), `gumbel_tut.relax` (1: the relaxation,
-  straight-through, schedules), `gumbel_tut.estimators` (2: gradient estimators), `gumbel_tut.data` (3: data sets)
-  and `gumbel_tut.vae` (4: the VAE, its trainer and `gumbel-tut-vae`); the last two need the [vae] extra
-- library notes: `gumbel_tut.checks` (10: the validation switch), `gumbel_tut.helpers` (11: the tutorial's
-  helpers), `gumbel_tut.fast` (12: the CPU fast path), `gumbel_tut.counter` (13: counter-based noise),
-  `gumbel_tut.triton_backend` (14: the Triton kernel), `gumbel_tut.backends` (15: choosing a backend) and
-  `gumbel_tut.bench` (16: the benchmark and `gumbel-tut-bench`)
+  straight-through, schedules), `gumbel_tut.estimators` (2: gradient estimators), `gumbel_tut.data` (3: data sets),
+  `gumbel_tut.vae` (4: the VAE, its objective and evaluation) and `gumbel_tut.decoding` (5: sampling tokens from a
+  language model); data and VAE need the [vae] extra
+- library notes: `gumbel_tut.checks` (10: input validation and the validation switch), `gumbel_tut.helpers` (11: the
+  tutorial's helpers), `gumbel_tut.fast` (12: the CPU fast path), `gumbel_tut.counter` (13: counter-based noise),
+  `gumbel_tut.triton_backend` (14: the Triton kernels), `gumbel_tut.backends` (15: choosing a backend),
+  `gumbel_tut.bench` (16: the benchmark and `gumbel-tut-bench`), `gumbel_tut.distributions` (17: the relaxed
+  distributions), 18 (where we differ from PyTorch), `gumbel_tut.estimator_base` (19: the estimator protocol),
+  `gumbel_tut.idx` (20: the IDX format), `gumbel_tut.train` (21: the trainer) and `gumbel_tut.cli` (22:
+  `gumbel-tut-vae`), 23 (token sampling, measured)
 
 Website: https://gumbel-tut.github.io/gumbel_tut/"""
 
