@@ -7,13 +7,13 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/decoding_bench.html.md"""
 # %% auto #0
 __all__ = ['multinomial_sample', 'hf_top_p_sample', 'topk_multinomial_sample', 'decoding_rows']
 
-# %% ../nbs/23_decoding_bench.ipynb #995d2538
+# %% ../nbs/23_decoding_bench.ipynb #ed5c17f2
 import torch
 from torch import Tensor
 from .decoding import sample_tokens
 from .helpers import interleaved_median_ms
 
-# %% ../nbs/23_decoding_bench.ipynb #b9408a70
+# %% ../nbs/23_decoding_bench.ipynb #f097eff0
 def multinomial_sample(logits:Tensor, temperature:float=1.0, generator=None) -> Tensor:
     "Baseline: one token per row by `torch.multinomial` on `softmax(logits / T)`."
     return torch.multinomial((logits.float() / temperature).softmax(-1), 1, generator=generator)[:, 0]
@@ -33,23 +33,33 @@ def topk_multinomial_sample(logits:Tensor, temperature:float=1.0, top_k:int=50, 
     j = torch.multinomial((values / temperature).softmax(-1), 1, generator=generator)
     return ids.gather(-1, j)[:, 0]
 
-# %% ../nbs/23_decoding_bench.ipynb #3c962301
+# %% ../nbs/23_decoding_bench.ipynb #ace9e1b6
+def _candidates(x:Tensor, temperature:float, top_p:float, top_k:int, g) -> dict:
+    "name -> zero-argument call of each sampler on `x` (the Triton kernel where it can run)."
+    seed, pos = torch.arange(len(x), device=x.device), torch.zeros(len(x), dtype=torch.long, device=x.device)
+    fns = {'multinomial': lambda: multinomial_sample(x, temperature, g),
+           'hf top-p': lambda: hf_top_p_sample(x, temperature, top_p, g),
+           'topk + multinomial': lambda: topk_multinomial_sample(x, temperature, top_k, g),
+           'sample_tokens': lambda: sample_tokens(x, temperature, generator=g),
+           'keyed': lambda: sample_tokens(x, temperature, seed=seed, position=pos),
+           'top_p': lambda: sample_tokens(x, temperature, top_p=top_p, generator=g),
+           'top_k': lambda: sample_tokens(x, temperature, top_k=top_k, generator=g)}
+    if x.is_cuda:
+        from gumbel_tut.triton_backend import triton_unavailable, triton_sample_tokens
+        if triton_unavailable() is None:
+            fns['triton top_k'] = lambda: triton_sample_tokens(x, temperature, top_k, seed=seed, position=pos)
+    return fns
+
 def decoding_rows(shapes=((1, 32_000), (8, 32_000), (64, 32_000), (1, 128_256), (8, 128_256), (64, 128_256)),
                   temperature:float=0.8, top_p:float=0.9, top_k:int=50,
-                  rounds:int=2, warmup:int=0, min_time:float=1e-3) -> list[dict]:
-    "Median ms per call of every sampler for each `(B, V)`, timed in interleaved rounds; ratios to multinomial."
-    rows, g = [], torch.Generator().manual_seed(0)
+                  rounds:int=2, warmup:int=0, min_time:float=1e-3,
+                  device:str='cpu') -> list[dict]:
+    "Median ms per call of every sampler for each `(B, V)`, timed in interleaved rounds; ratios."
+    rows, g = [], torch.Generator(device).manual_seed(0)
     for B, V in shapes:
-        x = torch.randn(B, V, generator=g) * 3
-        seed, pos = torch.arange(B), torch.zeros(B, dtype=torch.long)
-        fns = {'multinomial': lambda: multinomial_sample(x, temperature, g),
-               'hf top-p': lambda: hf_top_p_sample(x, temperature, top_p, g),
-               'topk + multinomial': lambda: topk_multinomial_sample(x, temperature, top_k, g),
-               'sample_tokens': lambda: sample_tokens(x, temperature, generator=g),
-               'keyed': lambda: sample_tokens(x, temperature, seed=seed, position=pos),
-               'top_p': lambda: sample_tokens(x, temperature, top_p=top_p, generator=g),
-               'top_k': lambda: sample_tokens(x, temperature, top_k=top_k, generator=g)}
-        ms = interleaved_median_ms(fns, rounds=rounds, warmup=warmup, min_time=min_time)
+        x = torch.randn(B, V, generator=g, device=device) * 3
+        ms = interleaved_median_ms(_candidates(x, temperature, top_p, top_k, g), rounds=rounds,
+                                   warmup=warmup, min_time=min_time)
         rows.append({'B': B, 'V': V, **{f'{k} (ms)': v for k, v in ms.items()},
                      'sample_tokens / multinomial': ms['sample_tokens'] / ms['multinomial'],
                      'top_p / hf top-p': ms['top_p'] / ms['hf top-p'],

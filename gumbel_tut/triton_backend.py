@@ -144,14 +144,15 @@ def triton_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities on a C
         y = straight_through(one_hot, y)
     return y.reshape(moved.shape).movedim(-1, dim).to(logits.dtype)
 
-# %% ../nbs/14_triton.ipynb #f1531e6c
+# %% ../nbs/14_triton.ipynb #be48b619
 from .counter import _GOLDEN, _MIX1, _MIX2
 from .decoding import _check_call, _request_keys, sample_tokens
 
-# %% ../nbs/14_triton.ipynb #b5bd358c
+# %% ../nbs/14_triton.ipynb #6a889c8a
 def _decoding_kernel():
     "Define the decoding kernel (once): keyed noise, threshold mask and argmax, one program per row."
     if 'decode' in _triton: return _triton['decode']
+    _triton_kernels()  # the module and the Gumbel-softmax kernels first: they fill `_triton` together
     import triton, triton.language as tl
 
     @triton.jit
@@ -185,7 +186,7 @@ def _decoding_kernel():
     _triton['decode'] = decode
     return decode
 
-# %% ../nbs/14_triton.ipynb #5bf247d5
+# %% ../nbs/14_triton.ipynb #f1053240
 def _row_threshold(x:Tensor, t:Tensor, top_k, min_p) -> Tensor:
     "float32 `(B,)`: the smallest kept value of `x / t` under top-k and min-p (`-inf`: keep all)."
     B, V = x.shape
@@ -220,8 +221,9 @@ def triton_sample_tokens(logits:Tensor, # `(B, V)` next-token logits on CUDA (CP
     t = torch.where(t > 0, t, 1.0)  # rows with T = 0 take the argmax below
     keys = _request_keys(seed.to(x.device), position.to(x.device))
     tokens = torch.empty(B, dtype=torch.int64, device=x.device)
-    block = block or min(_triton_kernels()['triton'].next_power_of_2(V), 4096)
-    _decoding_kernel()[(B,)](x, keys[0].contiguous(), keys[1].contiguous(), t,
+    kernel = _decoding_kernel()
+    block = block or min(_triton['triton'].next_power_of_2(V), 4096)
+    kernel[(B,)](x, keys[0].contiguous(), keys[1].contiguous(), t,
                             _row_threshold(x, t, top_k, min_p).contiguous(), tokens, V,
                             _GOLDEN, _MIX1, _MIX2, BLOCK=block)
     if not isinstance(temperature, Tensor): return tokens
