@@ -8,7 +8,7 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/decoding.html.md"""
 __all__ = ['top_k_mask', 'top_p_mask', 'min_p_mask', 'truncated_logits', 'keyed_gumbel_noise', 'sample_tokens', 'markdown_text',
            'CharTrigram', 'generate', 'watermark_seeds', 'sample_watermarked', 'watermark_pvalue']
 
-# %% ../nbs/05_decoding.ipynb #42eec4b5
+# %% ../nbs/05_decoding.ipynb #4e3fbdcf
 import math, numbers
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from .checks import check_logits, check_generator, values_checkable, first_index
 from .gumbel import gumbel_noise
 from .counter import splitmix64, make_key, counter_gumbel_noise
 
-# %% ../nbs/05_decoding.ipynb #bf9725ce
+# %% ../nbs/05_decoding.ipynb #3e60254e
 def _as_column(value, like:Tensor) -> Tensor|float:
     "A per-row tensor as a `(B, 1)` column on `like`'s device; a number as is."
     return value[:, None].to(like.device) if isinstance(value, Tensor) else value
@@ -33,7 +33,7 @@ def top_k_mask(z:Tensor, # `(B, V)` scaled logits
     if top_k == 0 or top_k >= V: return torch.ones_like(z, dtype=torch.bool)
     return z >= z.topk(top_k, -1).values[:, -1:]  # the k-th value, without a full sort
 
-# %% ../nbs/05_decoding.ipynb #9e068b96
+# %% ../nbs/05_decoding.ipynb #6d4ae760
 def top_p_mask(z:Tensor, # `(B, V)` scaled logits, `-inf` where already masked
                top_p:float|Tensor, # nucleus mass in (0, 1], a number or one per row; 1: keep all
               ) -> Tensor: # bool `(B, V)`: True where the token is kept
@@ -53,7 +53,7 @@ def min_p_mask(z:Tensor, # `(B, V)` scaled logits
     log_min_p = torch.as_tensor(_as_column(min_p, z), dtype=z.dtype, device=z.device).log()
     return z >= z.amax(-1, keepdim=True) + log_min_p
 
-# %% ../nbs/05_decoding.ipynb #66c8dd53
+# %% ../nbs/05_decoding.ipynb #eabfe574
 def truncated_logits(logits:Tensor, # `(B, V)` logits, already checked
                      temperature:float|Tensor=1.0, # > 0, a number or one per row (0: divided by 1)
                      top_k:int|Tensor|None=None, # see `top_k_mask`; None: off
@@ -68,7 +68,7 @@ def truncated_logits(logits:Tensor, # `(B, V)` logits, already checked
         if value is not None: z = z.masked_fill(~rule(z, value), -math.inf)
     return z
 
-# %% ../nbs/05_decoding.ipynb #8e14d81c
+# %% ../nbs/05_decoding.ipynb #b319b8cd
 _T_MAX = torch.finfo(torch.float32).max
 
 def _check_setting(value, name:str, batch:int, lo:float, hi:float, rule:str,
@@ -90,7 +90,7 @@ def _check_setting(value, name:str, batch:int, lo:float, hi:float, rule:str,
         i = first_index(bad)[0]
         raise ValueError(f"{name} must be {rule}, got {name}[{i}]={value[i].item()}")
 
-# %% ../nbs/05_decoding.ipynb #bd6250d3
+# %% ../nbs/05_decoding.ipynb #facce307
 def _check_call(logits, temperature, top_k, top_p, min_p, seed, position, generator) -> None:
     "`ValueError` naming the first bad argument of `sample_tokens`."
     check_logits(logits)  # a float tensor without NaN or +inf, and no row all -inf
@@ -112,7 +112,7 @@ def _check_call(logits, temperature, top_k, top_p, min_p, seed, position, genera
                              f"got {name}={value!r}")
     check_generator(generator)
 
-# %% ../nbs/05_decoding.ipynb #bbae9e84
+# %% ../nbs/05_decoding.ipynb #861c08ff
 def _request_keys(seed:Tensor, position:Tensor) -> Tensor:
     "int64 `(3, B)`: one counter-based key per row, from its seed and position (see note 13)."
     gamma = make_key(0, 0)[2].to(seed.device).expand_as(seed)  # SplitMix64's increment, as data
@@ -127,7 +127,7 @@ def keyed_gumbel_noise(seed:Tensor, # int64 `(B,)`: one seed per request
     tokens = torch.arange(vocab, device=seed.device)
     return counter_gumbel_noise(_request_keys(seed, position)[..., None], tokens, dtype)
 
-# %% ../nbs/05_decoding.ipynb #74ba6581
+# %% ../nbs/05_decoding.ipynb #0ed9f539
 def sample_tokens(logits:Tensor, # `(B, V)` next-token logits, any float dtype (computed in float32)
                   temperature:float|Tensor=1.0, # >= 0, a number or one per row; 0: greedy (argmax)
                   top_k:int|Tensor|None=None, # keep the k likeliest tokens (ties too); None/0: off
@@ -148,7 +148,7 @@ def sample_tokens(logits:Tensor, # `(B, V)` next-token logits, any float dtype (
     if not isinstance(temperature, Tensor): return tokens
     return torch.where(temperature.to(z.device) > 0, tokens, logits.float().argmax(-1))
 
-# %% ../nbs/05_decoding.ipynb #a4957b70
+# %% ../nbs/05_decoding.ipynb #d31af784
 def markdown_text(paths:list) -> str:
     "The Markdown cells of the notebooks at `paths`, joined by blank lines."
     import json
@@ -174,7 +174,7 @@ class CharTrigram:
     def __call__(self, tokens:Tensor) -> Tensor: # `(B, t)` token ids -> `(B, V)` next-token logits
         return self.table[tokens[:, -2], tokens[:, -1]]
 
-# %% ../nbs/05_decoding.ipynb #ea7bdbe2
+# %% ../nbs/05_decoding.ipynb #242f8aef
 def generate(model, # maps `(B, t)` token ids to `(B, V)` logits
              prompts:Tensor, # int64 `(B, t0)`: the prompts, t0 >= the model's context
              steps:int, # tokens to add
@@ -194,7 +194,7 @@ def generate(model, # maps `(B, t)` token ids to `(B, V)` logits
         tokens = torch.cat([tokens, nxt[:, None]], 1)
     return tokens
 
-# %% ../nbs/05_decoding.ipynb #79d8196a
+# %% ../nbs/05_decoding.ipynb #e97e3f34
 def watermark_seeds(context:Tensor, # int64 `(..., h)`: the h tokens before each token
                     secret:int|Tensor, # the secret key: a 64-bit integer, or int64 keys `(...)`
                    ) -> Tensor: # int64 `(...)`: one noise seed per context
@@ -212,7 +212,7 @@ def sample_watermarked(logits:Tensor, # `(B, V)` next-token logits
     seed = watermark_seeds(context, secret)
     return sample_tokens(logits, seed=seed, position=torch.zeros_like(seed), **settings)
 
-# %% ../nbs/05_decoding.ipynb #4a3da20c
+# %% ../nbs/05_decoding.ipynb #ce2a23fd
 def watermark_pvalue(text:Tensor, # int64 `(n,)`: the tokens to test
                      secret:int, # the secret key to test for
                      h:int, # the context length the generator used
