@@ -70,7 +70,7 @@ test-triton: setup
 	$(PIP_INSTALL) -c constraints.txt -e '.[triton]'
 	$(BIN)/python -m pytest -p no:xdist -q tests/test_triton.py
 
-## bench-gpu: on a machine with a CUDA GPU: the Triton tests on CUDA, every sampler under CUDA's sync debug mode, then the GPU benchmark (writes bench-gpu.json)
+## bench-gpu: on a machine with a CUDA GPU: the Triton tests on CUDA, every sampler under CUDA's sync debug mode, then the GPU benchmarks (bench-gpu.json, bench-gpu-fast.json, bench-gpu-decoding.json: token sampling with the Triton decoding kernel)
 bench-gpu: setup
 	$(PIP_INSTALL) -c constraints.txt -e '.[triton]'
 	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make bench-gpu: no CUDA device here')"
@@ -78,6 +78,8 @@ bench-gpu: setup
 	$(BIN)/python scripts/cuda_sync_check.py
 	$(BIN)/gumbel-tut-bench --device cuda --backend triton --shapes 65536x4096,8192x32000 --json bench-gpu.json
 	$(BIN)/gumbel-tut-bench --device cuda --backend fast --shapes 65536x4096,8192x32000 --json bench-gpu-fast.json
+	$(BIN)/python -c "import json; from gumbel_tut.decoding_bench import decoding_rows; \
+	  json.dump(decoding_rows(device='cuda', rounds=15, warmup=2), open('bench-gpu-decoding.json', 'w'), indent=1)"
 
 ## results: chapter 4's estimator comparison into nbs/results/vae_<data>.json (long: `nohup make results > results.log 2>&1 &`;
 ##          RESULTS_DATA=digits for one data set, RESULTS_ARGS='--jobs 1' for one run at a time). Stop it any way you like

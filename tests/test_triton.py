@@ -115,3 +115,52 @@ def test_seed_as_generator_and_empty_batch():
         y = triton_gumbel_softmax(x, 0.5, hard)
         assert y.shape == (0, 4)
         y.sum().backward(); assert x.grad.shape == (0, 4)
+
+# --- the decoding kernel (chapter 5's keyed sample_tokens, fused) -----------------------------------
+
+from gumbel_tut.decoding import sample_tokens
+from gumbel_tut.triton_backend import triton_sample_tokens
+
+def keyed(b, position=7):
+    return dict(seed=torch.arange(b, device=DEVICE) * 1000 + 3, position=torch.full((b,), position, device=DEVICE))
+
+@pytest.mark.parametrize('settings', [
+    dict(), dict(temperature=0.5), dict(temperature=0.8, top_k=50), dict(temperature=1.3, min_p=0.05),
+    dict(temperature=0.8, top_k=1), dict(top_k=5000),
+    dict(temperature=torch.tensor([0.0, 0.5, 1.0, 2.0] * 16), top_k=torch.tensor([0, 3, 40, 999] * 16),
+         min_p=torch.tensor([0.0, 0.1, 0.0, 0.3] * 16)),
+])
+@pytest.mark.parametrize('block', [128, None])
+def test_decoding_kernel_equals_sample_tokens(settings, block):
+    "Same noise, same division, same threshold, same tie rule: the same tokens (several blocks per row)."
+    x = randn(64, 1000, seed=20) * 3
+    x[0, 17] = float('-inf')
+    settings = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in settings.items()}
+    fused = triton_sample_tokens(x, **settings, **keyed(64), block=block)
+    reference = sample_tokens(x, **settings, **keyed(64))
+    if DEVICE == 'cpu': assert torch.equal(fused, reference)
+    else: assert (fused == reference).float().mean() > 0.99  # GPU logarithms may differ in the last bit
+
+def test_decoding_kernel_frequencies_chi_square():
+    row = torch.tensor([2.0, 1.0, 1.0, 0.0, -1.0, -3.0, float('-inf'), -0.5])
+    n = 2**13
+    x = row.to(DEVICE).expand(n, -1).contiguous()
+    seed = torch.randint(0, 2**62, (n,), generator=torch.Generator().manual_seed(21)).to(DEVICE)
+    tokens = triton_sample_tokens(x, 0.9, top_k=4, seed=seed, position=torch.zeros_like(seed))
+    counts = torch.bincount(tokens.cpu(), minlength=8)
+    kept = torch.tensor([2.0, 1.0, 1.0, 0.0, float('-inf'), float('-inf'), float('-inf'), float('-inf')])
+    assert chi_square_pvalue(counts, (kept / 0.9).softmax(0)) > ALPHA
+
+def test_decoding_kernel_batch_invariant_and_checked():
+    x = randn(12, 300, seed=22)
+    full = triton_sample_tokens(x, 0.7, top_k=20, **keyed(12))
+    pick = torch.tensor([9, 2, 5], device=DEVICE)
+    part = triton_sample_tokens(x[pick], 0.7, top_k=20, seed=keyed(12)['seed'][pick],
+                                position=keyed(12)['position'][pick])
+    assert torch.equal(part, full[pick])
+    assert torch.equal(triton_sample_tokens(x, 0.0, **keyed(12)), x.argmax(-1))
+    for bad, name in ((dict(temperature=-1.0), 'temperature'), (dict(top_k=-2), 'top_k'),
+                      (dict(min_p=2.0), 'min_p')):
+        with pytest.raises(ValueError, match=name): triton_sample_tokens(x, **bad, **keyed(12))
+    with pytest.raises(ValueError, match='seed'):
+        triton_sample_tokens(x, seed=None, position=None)
