@@ -19,6 +19,7 @@ from gumbel_tut.estimators import (ESTIMATORS, Estimator, get_estimator, Reinfor
                                    RelaxEstimator, gumbel_rao, conditional_gumbel)
 from gumbel_tut.backends import BACKENDS, default_backend, use_backend, gumbel_softmax
 from gumbel_tut.checks import validation, set_validation, validation_enabled
+from gumbel_tut.decoding import sample_tokens
 
 # %% ../nbs/index.ipynb #06f20839
 # The public API, chosen name by name; the same list with or without the [vae] extra. Everything else stays in its
@@ -41,6 +42,8 @@ __all__ = [
     'BACKENDS', 'default_backend', 'use_backend',
     # validation switch: value checks off where they cannot run (torch.compile, vmap, CUDA graphs)
     'validation', 'set_validation', 'validation_enabled',
+    # token sampling for language models: temperature, top-k, top-p, min-p, keyed batch-invariant noise
+    'sample_tokens',
     # the categorical VAE's entry points: imported on first use, since they need the [vae] extra
     'CategoricalVAE', 'VAEConfig', 'train_vae', 'load_dataset',
 ]
