@@ -176,7 +176,8 @@ def stage_notebook(src, flags, digest):
             cells += [api_entry(lib, n, seen, documented) for n in defined_names(cell.source) if n in exported and n not in documented]
             documented |= set(defined_names(cell.source))
     title = next(i for i, c in enumerate(cells) if c.cell_type == 'markdown' and c.source.startswith('# '))
-    cells.insert(title + 1, module_entry('gumbel_tut' if module is None or module.startswith('_') else lib))
+    if module is not None or src.name == 'index.ipynb':  # a note without a module (18) declares none
+        cells.insert(title + 1, module_entry('gumbel_tut' if module is None or module.startswith('_') else lib))
     for i, cell in enumerate(cells): cell.id = cell.get('id') if cell in nb.cells else f'staged{i:03d}'  # stable bytes
     nb.cells = cells
     nb.metadata = {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}}

@@ -140,3 +140,12 @@ def test_the_rules_can_fail():
     assert slug('## The Gumbel-max trick: `gumbel_max`') == 'the-gumbel-max-trick-gumbel_max'
     md = lambda s: {'cell_type': 'markdown', 'source': [s]}
     assert heading(md('## Appendix: tails')) == '## Appendix: tails' and heading(md('text')) == ''
+
+
+@pytest.mark.parametrize('path', sorted((ROOT / 'nbs').glob('*.ipynb')), ids=lambda p: p.stem)
+def test_show_doc_alone_in_its_cell(path):
+    "docs/build.py turns a cell holding one `show_doc(name)` into the name's API entry; two in one cell would render"
+    " nbdev's Markdown (with its rules) instead, and break the page's structure."
+    for i, c in enumerate(cells(path)):
+        if c['cell_type'] == 'code' and 'show_doc(' in text(c):
+            assert re.fullmatch(r'(?:#\|.*\n)*\s*show_doc\(([\w.]+)\)\s*', text(c)), f"{path.name} cell {i}: {text(c)!r}"
