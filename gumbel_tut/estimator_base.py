@@ -8,7 +8,7 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/estimator_protocol.html.md"""
 __all__ = ['Estimator', 'enumerate_one_hot', 'exact_gradient', 'gradient_samples', 'gradient_stats', 'mean_difference_z',
            'variance_difference_z']
 
-# %% ../nbs/19_estimator_protocol.ipynb #b40d97c4
+# %% ../nbs/19_estimator_protocol.ipynb #99a73912
 import math
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from .gumbel import _compute_dtype
 from .relax import _tau_against
 from .checks import check_logits, check_tau, check_int
 
-# %% ../nbs/19_estimator_protocol.ipynb #6f16f607
+# %% ../nbs/19_estimator_protocol.ipynb #00abefe6
 class Estimator:
     "Base class: draw categorical samples and supply a gradient for their logits (the calling convention above)."
     name:str = ''
@@ -54,7 +54,7 @@ class Estimator:
         "Loss to differentiate: `loss` itself for pathwise estimators."
         return loss
 
-# %% ../nbs/19_estimator_protocol.ipynb #3ba668dd
+# %% ../nbs/19_estimator_protocol.ipynb #4308ac71
 Estimator._state = ()  # attributes that change during training; a checkpoint saves them
 
 @patch
@@ -79,7 +79,7 @@ def __repr__(self:Estimator):
     attrs = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
     return f"{type(self).__name__}({attrs})"
 
-# %% ../nbs/19_estimator_protocol.ipynb #6a7e2084
+# %% ../nbs/19_estimator_protocol.ipynb #4b0c935a
 def enumerate_one_hot(n_vars:int, # number of categorical variables V
                       n_cats:int, # categories per variable n
                       dtype:torch.dtype=torch.float64, # dtype of the result
@@ -101,7 +101,7 @@ def exact_gradient(f, # f(z, *params): z `(S, m, V, n)`, params with leading `m`
     grads = torch.autograd.grad(value, [logits, *params])
     return value.detach(), torch.cat([g.flatten() for g in grads])
 
-# %% ../nbs/19_estimator_protocol.ipynb #0fc6f726
+# %% ../nbs/19_estimator_protocol.ipynb #a179a810
 def gradient_samples(estimator:Estimator, # what to measure
                      f, # as for `exact_gradient`
                      logits:Tensor, # `(V, n)` logits
@@ -126,7 +126,7 @@ def gradient_samples(estimator:Estimator, # what to measure
         if i > 0: out.append(torch.cat([g.flatten(1) for g in grads], 1))
     return torch.cat(out)
 
-# %% ../nbs/19_estimator_protocol.ipynb #8dbe0d16
+# %% ../nbs/19_estimator_protocol.ipynb #779ab7b5
 def gradient_stats(samples:Tensor, # `(n, d)` gradient estimates
                    exact:Tensor, # `(d,)` exact gradient
                   ) -> dict: # bias2, var, mse; Hotelling's bias_t2, its df (the covariance's rank) and bias_z
@@ -153,7 +153,7 @@ def gradient_stats(samples:Tensor, # `(n, d)` gradient estimates
                 mse=float((samples - exact).pow(2).sum(1).mean()),
                 bias_t2=t2, bias_df=rank, bias_z=float(-special.ndtri_exp(log_p)))
 
-# %% ../nbs/19_estimator_protocol.ipynb #7bd4002e
+# %% ../nbs/19_estimator_protocol.ipynb #e0debc5e
 def mean_difference_z(a:Tensor, # `(n_a, d)` estimates from one estimator
                       b:Tensor, # `(n_b, d)` independent estimates from another
                      ) -> Tensor: # `(d,)` z-scores of `mean(a) - mean(b)`, standard normal if the means are equal

@@ -10,7 +10,7 @@ __all__ = ['ESTIMATORS', 'ReinforceEstimator', 'StraightThroughEstimator', 'Gumb
            'get_estimator', 'Estimator', 'enumerate_one_hot', 'exact_gradient', 'gradient_samples', 'gradient_stats',
            'mean_difference_z', 'variance_difference_z']
 
-# %% ../nbs/02_estimators.ipynb #a97317db
+# %% ../nbs/02_estimators.ipynb #474dc57e
 import copy, functools, math
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from .estimator_base import (Estimator, enumerate_one_hot, exact_gradient,
 _all_ = ['Estimator', 'enumerate_one_hot', 'exact_gradient', 'gradient_samples', 'gradient_stats',
          'mean_difference_z', 'variance_difference_z']  # re-exported from library note 19
 
-# %% ../nbs/02_estimators.ipynb #f0a27a23
+# %% ../nbs/02_estimators.ipynb #68765218
 def _one_hot(index:Tensor, # int64 categories, `like.shape` without `dim`
              like:Tensor, # a tensor of the result's shape, dtype and device
              dim:int=-1, # the category dimension
@@ -43,7 +43,7 @@ def _log_prob_per_loss(loss:Tensor, logits:Tensor, z:Tensor) -> Tensor:
     if log_p.dim() > loss.dim(): return log_p.flatten(loss.dim()).sum(-1)  # sum over variables
     return log_p
 
-# %% ../nbs/02_estimators.ipynb #f6cfda19
+# %% ../nbs/02_estimators.ipynb #688213a9
 class ReinforceEstimator(Estimator):
     "Score-function estimator: (f(z) - b) grad log p(z), baseline None, 'ma' or 'loo'."
     score_function = True
@@ -69,7 +69,7 @@ class ReinforceEstimator(Estimator):
         index = gumbel_max(logits.detach(), generator=generator)
         return _one_hot(index, logits)
 
-# %% ../nbs/02_estimators.ipynb #535f8c8d
+# %% ../nbs/02_estimators.ipynb #340ade88
 @patch
 def surrogate(self:ReinforceEstimator, loss:Tensor, logits:Tensor, z:Tensor, f=None) -> Tensor:
     "`loss` plus a zero-valued term with gradient (f - b) grad log p(z) for `logits`; `f` unused."
@@ -86,7 +86,7 @@ def surrogate(self:ReinforceEstimator, loss:Tensor, logits:Tensor, z:Tensor, f=N
     else: b = 0.0
     return loss + (f - b) * (log_p - log_p.detach())
 
-# %% ../nbs/02_estimators.ipynb #cd4d18d6
+# %% ../nbs/02_estimators.ipynb #8cdc6def
 class StraightThroughEstimator(Estimator):
     "Straight-through: one-hot sample forward, gradient through `softmax(logits)` (noise-free)."
     name = 'st'
@@ -95,7 +95,7 @@ class StraightThroughEstimator(Estimator):
         hard = _one_hot(index, logits)
         return straight_through(hard, torch.softmax(logits, -1))
 
-# %% ../nbs/02_estimators.ipynb #86cf12cb
+# %% ../nbs/02_estimators.ipynb #abf0cead
 class GumbelSoftmaxEstimator(Estimator):
     "Gumbel-softmax (Concrete): the relaxed sample `softmax((logits + G) / tau)`, pathwise."
     name, hard = 'gs', False
@@ -108,7 +108,7 @@ class STGumbelSoftmaxEstimator(Estimator):
     def _sample(self, logits, tau, generator):
         return gumbel_softmax(logits, tau, hard=True, generator=generator)
 
-# %% ../nbs/02_estimators.ipynb #e13d9aca
+# %% ../nbs/02_estimators.ipynb #4485834f
 def _check_index(logits:Tensor, index:Tensor, dim:int) -> Tensor:
     "Validate category indices for `logits` (shape without `dim`, in range, not masked)."
     shape = logits.shape[:dim] + logits.shape[dim + 1:]
@@ -138,7 +138,7 @@ def _perturbed_given_argmax(theta:Tensor, chosen:Tensor, g:Tensor, dim:int) -> T
     # masked: -inf, and no NaN in the gradient
     return torch.where(finite, others.scatter(dim, chosen, top), -math.inf)
 
-# %% ../nbs/02_estimators.ipynb #bf23bc05
+# %% ../nbs/02_estimators.ipynb #3fcb636a
 def conditional_gumbel(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a category
                        index:Tensor, # int64 argmax to condition on, `logits.shape` without `dim`
                        *,
@@ -157,7 +157,7 @@ def conditional_gumbel(logits:Tensor, # unnormalized log-probabilities; `-inf` m
     chosen = index.unsqueeze(dim).expand(k, *index.unsqueeze(dim).shape)
     return _perturbed_given_argmax(theta.expand(g.shape), chosen, g, dim + 1)
 
-# %% ../nbs/02_estimators.ipynb #c8431c77
+# %% ../nbs/02_estimators.ipynb #0568e22e
 def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a category
                tau:float|Tensor=1.0, # temperature of the relaxation in the backward pass
                *,
@@ -179,7 +179,7 @@ def gumbel_rao(logits:Tensor, # unnormalized log-probabilities; `-inf` masks a c
     hard = _one_hot(index, soft, dim)
     return straight_through(hard, soft).to(logits.dtype)
 
-# %% ../nbs/02_estimators.ipynb #671b60a0
+# %% ../nbs/02_estimators.ipynb #2a95056f
 class GumbelRaoEstimator(Estimator):
     "Gumbel-Rao: ST-GS with the Jacobian averaged over `k` conditional Gumbel perturbations."
     name = 'gumbel-rao'
@@ -192,7 +192,7 @@ class GumbelRaoEstimator(Estimator):
     def _sample(self, logits, tau, generator):
         return gumbel_rao(logits, tau, k=self.k, generator=generator)
 
-# %% ../nbs/02_estimators.ipynb #5aaa7595
+# %% ../nbs/02_estimators.ipynb #79251d77
 _F32 = torch.finfo(torch.float32)  # REBAR's temperature, scale and network are float32 tensors
 # chapter 1's usable range: 1/tau, tau finite
 _LOG_TAU_RANGE = (math.log(_F32.tiny), math.log(_F32.max))
@@ -212,7 +212,7 @@ def _check_float32(value, name:str, lo:float, hi:float, why:str) -> float:
                          f"{name} must be in [{lo:.4g}, {hi:.4g}] ({why})")
     return v
 
-# %% ../nbs/02_estimators.ipynb #a6581098
+# %% ../nbs/02_estimators.ipynb #d72bbb67
 def _relaxed(x:Tensor, log_tau:Tensor) -> Tensor:
     "softmax(x / tau) over the last dim; a row where x / tau overflows is first shifted by its max."
     finite = x.isfinite()  # -inf entries stay out of the temperature's gradient (no inf * 0)
@@ -225,7 +225,7 @@ def _relaxed(x:Tensor, log_tau:Tensor) -> Tensor:
     scaled = torch.where(overflow, shifted, scaled)  # other rows: the same bits as unshifted
     return torch.softmax(torch.where(finite, scaled, -math.inf), -1)
 
-# %% ../nbs/02_estimators.ipynb #25b6b51b
+# %% ../nbs/02_estimators.ipynb #18719604
 class RebarEstimator(Estimator):
     "REBAR: REINFORCE with a Gumbel-softmax control variate; unbiased, tuned online."
     name, score_function = 'rebar', True
@@ -253,7 +253,7 @@ class RebarEstimator(Estimator):
         self._eta, self._net, self._noise = torch.tensor(eta, requires_grad=True), [], None
         self._optimizer = self._make_optimizer()
 
-# %% ../nbs/02_estimators.ipynb #021b4a49
+# %% ../nbs/02_estimators.ipynb #ca257d1f
 @patch
 def _make_optimizer(self:RebarEstimator):
     groups = [{'params': [self._log_tau, self._eta]}]
@@ -282,7 +282,7 @@ def _sample(self:RebarEstimator, logits, tau, generator):  # `tau` is validated 
     self._noise = (z, g, g_cond)
     return z
 
-# %% ../nbs/02_estimators.ipynb #674bef4a
+# %% ../nbs/02_estimators.ipynb #2055d779
 @patch
 def state_dict(self:RebarEstimator) -> dict:
     "Temperature, scale, network and Adam state (copies), for checkpoints."
@@ -301,7 +301,7 @@ def load_state_dict(self:RebarEstimator, state:dict):
     self._optimizer = self._make_optimizer()
     self._optimizer.load_state_dict(copy.deepcopy(state['optimizer']))
 
-# %% ../nbs/02_estimators.ipynb #375d1e70
+# %% ../nbs/02_estimators.ipynb #a9ab1c09
 @patch
 def control(self:RebarEstimator, f, soft:Tensor, n_dims:int) -> Tensor:
     "The control variate c(z) = eta * f(softmax(z / lambda)), given the relaxed sample `soft`."
@@ -327,7 +327,7 @@ def _noise_for(self:RebarEstimator, logits:Tensor, z:Tensor) -> tuple:
     theta = logits.detach().to(g.dtype).expand(g.shape).clone().requires_grad_()
     return theta, g, g_cond
 
-# %% ../nbs/02_estimators.ipynb #02e82207
+# %% ../nbs/02_estimators.ipynb #8abc640b
 @patch
 def gradient(self:RebarEstimator,
              f, # samples of z's shape -> per-sample loss; entry [s, i] from sample s, example i
@@ -358,7 +358,7 @@ def gradient(self:RebarEstimator,
     big = torch.finfo(theta.dtype).max
     return (weight * score + path).clamp(-big, big)
 
-# %% ../nbs/02_estimators.ipynb #17719de4
+# %% ../nbs/02_estimators.ipynb #de5595ef
 @patch
 def surrogate(self:RebarEstimator, loss:Tensor, logits:Tensor, z:Tensor,
               f=None, # required: samples of z's shape -> per-sample loss (relaxed ones too)
@@ -384,7 +384,7 @@ def surrogate(self:RebarEstimator, loss:Tensor, logits:Tensor, z:Tensor,
     term = term.flatten(loss.dim()).sum(-1)
     return loss + term
 
-# %% ../nbs/02_estimators.ipynb #190f85c6
+# %% ../nbs/02_estimators.ipynb #161f022f
 class RelaxEstimator(RebarEstimator):
     "RELAX: REBAR with the learned control variate eta f(softmax(z/lambda)) + r(softmax(z/lambda))."
     name = 'relax'
@@ -411,7 +411,7 @@ class RelaxEstimator(RebarEstimator):
                      torch.zeros(1, requires_grad=True)]
         self._optimizer.add_param_group({'params': self._net})
 
-# %% ../nbs/02_estimators.ipynb #23ee719f
+# %% ../nbs/02_estimators.ipynb #9b82cb59
 @patch
 def control(self:RelaxEstimator, f, soft:Tensor, n_dims:int) -> Tensor:
     "eta * f(soft) + r(soft), the network reading each example's relaxed sample, flattened."
@@ -424,7 +424,7 @@ def control(self:RelaxEstimator, f, soft:Tensor, n_dims:int) -> Tensor:
     r = (torch.tanh(x.to(w1.dtype) @ w1 + b1) @ w2 + b2).squeeze(-1)
     return RebarEstimator.control(self, f, soft, n_dims) + r.to(soft.dtype)
 
-# %% ../nbs/02_estimators.ipynb #e06b58da
+# %% ../nbs/02_estimators.ipynb #858ae015
 ESTIMATORS = {
     'reinforce': functools.partial(ReinforceEstimator, baseline=None),
     'reinforce-ma': functools.partial(ReinforceEstimator, baseline='ma'),
