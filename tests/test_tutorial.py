@@ -149,3 +149,9 @@ def test_show_doc_alone_in_its_cell(path):
     for i, c in enumerate(cells(path)):
         if c['cell_type'] == 'code' and 'show_doc(' in text(c):
             assert re.fullmatch(r'(?:#\|.*\n)*\s*show_doc\(([\w.]+)\)\s*', text(c)), f"{path.name} cell {i}: {text(c)!r}"
+
+
+def test_exercise_labels_are_unique_across_the_site():
+    "Sphinx labels are global: two chapters with the same exercise label fail the build."
+    labels = [label for p in CHAPTERS for label in exercises(p)]
+    assert len(labels) == len(set(labels)), sorted({l for l in labels if labels.count(l) > 1})
