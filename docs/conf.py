@@ -6,6 +6,7 @@ from pathlib import Path
 from docutils import nodes
 from sphinx import addnodes
 from sphinx.transforms import SphinxTransform
+from sphinx.transforms.post_transforms import SphinxPostTransform
 
 DOCS = Path(__file__).resolve().parent
 BUILD = DOCS/'_build'
@@ -95,7 +96,20 @@ class NbdevAnchors(SphinxTransform):
                 sig['ids'].append(anchor)
                 self.document.ids[anchor] = sig
 
+class UniqueExerciseIds(SphinxPostTransform):
+    "sphinx-exercise gives every exercise's and solution's body the same id (`exercise-content`, `solution-content`):"
+    " numbered per page here, after its own post-transforms, so that a page with several exercises has unique ids."
+    default_priority = 999
+    def run(self, **kwargs):
+        counts = {}
+        for section in self.document.findall(nodes.section):
+            for i, id_ in enumerate(section['ids']):
+                if id_ in ('exercise-content', 'solution-content'):
+                    counts[id_] = counts.get(id_, 0) + 1
+                    section['ids'][i] = f'{id_}-{counts[id_]}'
+
 def setup(app):
     app.gumbel_names = public_names()
+    app.add_post_transform(UniqueExerciseIds)
     app.add_transform(LinkPublicNames)
     app.add_transform(NbdevAnchors)

@@ -14,7 +14,8 @@ from gumbel_tut.relax import (relaxed_topk, binary_concrete, concrete_log_prob, 
                               binary_concrete_log_prob, straight_through, ExponentialSchedule, LinearSchedule,
                               CosineSchedule)
 from gumbel_tut.distributions import GumbelSoftmax, ExpGumbelSoftmax
-from gumbel_tut.estimators import (ESTIMATORS, Estimator, get_estimator, ReinforceEstimator, StraightThroughEstimator,
+from gumbel_tut.estimator_base import Estimator
+from gumbel_tut.estimators import (ESTIMATORS, get_estimator, ReinforceEstimator, StraightThroughEstimator,
                                    GumbelSoftmaxEstimator, STGumbelSoftmaxEstimator, GumbelRaoEstimator, RebarEstimator,
                                    RelaxEstimator, gumbel_rao, conditional_gumbel)
 from gumbel_tut.backends import BACKENDS, default_backend, use_backend, gumbel_softmax

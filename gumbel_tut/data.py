@@ -17,9 +17,6 @@ from torch import Tensor
 from .idx import (  # the IDX file format (library note 20); importable from here too
     GZIP_MAGIC, IDX_DTYPES, IDX_STEMS, DatasetNotFoundError, IDXFormatError, find_idx_file,
     read_idx, read_idx_folder, read_idx_images, read_idx_labels, write_idx)
-_all_ = ['GZIP_MAGIC', 'IDX_DTYPES', 'IDX_STEMS', 'DatasetNotFoundError', 'IDXFormatError',
-         'find_idx_file', 'read_idx', 'read_idx_folder', 'read_idx_images', 'read_idx_labels',
-         'write_idx']  # in `__all__` too, so that star-imports keep them
 
 def _require_extra(module, *packages, extra='vae'):
     "Raise an ImportError naming the pip extra when one of `packages` (import names) is missing."
@@ -32,8 +29,7 @@ _require_extra('gumbel_tut.data', 'sklearn', 'matplotlib')
 __all__ = ['BINARIZATIONS', 'DIGITS_SIZES', 'FASHION_MNIST_DIR', 'FASHION_MNIST_CLASSES', 'DATASET_NAMES', 'to_unit_interval',
            'binarize_fixed', 'binarize_dynamic', 'show_images', 'derive_seed', 'seeded_generator', 'Split',
            'DataSplits', 'split_indices', 'load_digits_splits', 'load_idx_splits', 'load_dataset', 'epoch_generator',
-           'Batches', 'batches', 'GZIP_MAGIC', 'IDX_DTYPES', 'IDX_STEMS', 'DatasetNotFoundError', 'IDXFormatError',
-           'find_idx_file', 'read_idx', 'read_idx_folder', 'read_idx_images', 'read_idx_labels', 'write_idx']
+           'Batches', 'batches']
 
 # %% ../nbs/03_data.ipynb #baaf8577
 def to_unit_interval(images: np.ndarray, # integers `[n, h, w]` (or `[n, pixels]`) in 0..`max_value`

@@ -7,8 +7,7 @@ Docs: https://gumbel-tut.github.io/gumbel_tut/estimators.html.md"""
 # %% auto #0
 __all__ = ['ESTIMATORS', 'ReinforceEstimator', 'StraightThroughEstimator', 'GumbelSoftmaxEstimator', 'STGumbelSoftmaxEstimator',
            'conditional_gumbel', 'gumbel_rao', 'GumbelRaoEstimator', 'RebarEstimator', 'RelaxEstimator',
-           'get_estimator', 'Estimator', 'enumerate_one_hot', 'exact_gradient', 'gradient_samples', 'gradient_stats',
-           'mean_difference_z', 'variance_difference_z']
+           'get_estimator']
 
 # %% ../nbs/02_estimators.ipynb #474dc57e
 import copy, functools, math
@@ -21,8 +20,6 @@ from .relax import gumbel_softmax, straight_through, _tau_against
 from .checks import values_checkable, check_logits, check_tau, check_int
 from .estimator_base import (Estimator, enumerate_one_hot, exact_gradient,
     gradient_samples, gradient_stats, mean_difference_z, variance_difference_z)
-_all_ = ['Estimator', 'enumerate_one_hot', 'exact_gradient', 'gradient_samples', 'gradient_stats',
-         'mean_difference_z', 'variance_difference_z']  # re-exported from library note 19
 
 # %% ../nbs/02_estimators.ipynb #68765218
 def _one_hot(index:Tensor, # int64 categories, `like.shape` without `dim`

@@ -267,7 +267,7 @@ def _pages_with(marker):
 @needs_site
 def test_simplex_player_responds(page, base_url):
     "Chapter 1's player (matplotlib's to_jshtml, no CDN): moving its slider shows another frame."
-    pages = _pages_with('anim-slider')
+    pages = _pages_with('class="anim-slider"')
     assert pages, 'no page has an animation player (class anim-slider)'
     load(page, base_url + sorted(pages)[0])
     slider = page.locator('input.anim-slider').first
