@@ -17,7 +17,8 @@ from .checks import LOGIT_DTYPES, check_logits, check_generator
 from .checks import check_tau
 from .relax import straight_through, one_hot_argmax, _tau_against, _scaled
 from .relax import gumbel_softmax as reference_gumbel_softmax
-from .checks import values_checkable, _is_wrapped
+from .checks import values_checkable, _is_wrapped, _is_compiling
+from . import checks as _checks
 
 # %% ../nbs/12_fast.ipynb #623f90c5
 _BULK_LO, _BULK_HI = 2.0**-16, 1.0 - 2.0**-16  # float32 uniforms outside [lo, hi) are completed to chapter 0's grid
@@ -87,6 +88,7 @@ class _Temperature(NamedTuple):
     tensor:Tensor # the same number as a 0-d tensor of the compute dtype (`check_tau` admits only numbers that it holds)
 
 _temperatures = {}  # (tau, dtype, None on the CPU else the device) -> _Temperature: a tau seen before costs one lookup
+_cpu_float32_temperatures = {}  # tau -> the same _Temperature, for the gate of small calls
 
 def _temperature(tau, logits:Tensor, dim:int, dtype:torch.dtype) -> _Temperature|Tensor:
     "The call's temperature, checked by `check_tau` once per value: a cached `_Temperature` for a number, else a tensor aligned with the batch."
@@ -96,8 +98,10 @@ def _temperature(tau, logits:Tensor, dim:int, dtype:torch.dtype) -> _Temperature
     if isinstance(checked, Tensor): return _tau_against(checked, logits, dim % logits.dim(), dtype)
     temp = _Temperature(checked, torch.tensor(checked, dtype=dtype, device=key[2]))
     if type(tau) in _NUMBER:
-        if len(_temperatures) >= 64: _temperatures.clear()  # an annealing schedule makes many values: keep the cache small
+        if len(_temperatures) >= 64:  # an annealing schedule makes many values: keep the caches small
+            _temperatures.clear(); _cpu_float32_temperatures.clear()
         _temperatures[key] = temp
+        if key[1:] == (_F32, None): _cpu_float32_temperatures[tau] = temp
     return temp
 
 def _structure_ok(logits, dim) -> bool:
@@ -119,8 +123,10 @@ def _validate(total:Tensor, # 0-d: a reduction of the sample that a NaN, +inf or
     if not math.isfinite(total.item()): check_logits(logits, dim)  # raises; else large finite maxima overflowed a sum
 
 def _soft(z:Tensor, temp:_Temperature|Tensor, dim:int, logits:Tensor) -> Tensor:
-    "softmax(z / tau) along `dim`, in `z`'s buffer unless autograd records it (`z` is overwritten either way); validates `logits`."
+    "softmax(z / tau) along `dim`, in `z`'s buffer unless autograd records it or `_optimistic_soft` succeeds; validates `logits`."
     if type(temp) is not _Temperature: z = _scaled(z, temp, dim)  # a tensor tau: chapter 1's masked division
+    elif temp.value < 1.0 and 0 < z.numel() <= _WHOLE_SEARCH_MAX and (y := _optimistic_soft(z, temp, dim, logits)) is not None:
+        return y
     elif temp.value != 1.0:  # a number: never recorded by autograd here (see `_SoftSample`)
         if temp.value < 1.0: z.sub_(z.amax(dim, keepdim=True))  # every entry <= 0 now: z / tau cannot overflow
         z.div_(temp.tensor)
@@ -128,6 +134,13 @@ def _soft(z:Tensor, temp:_Temperature|Tensor, dim:int, logits:Tensor) -> Tensor:
     # a bad row's softmax is NaN in every entry: the maximum of the sample, or the sum of one column when it is large, tells
     _validate(y.max() if 0 < y.numel() <= _WHOLE_SEARCH_MAX else y.select(dim, 0).sum(), logits, dim)
     return y
+
+def _optimistic_soft(z:Tensor, temp:_Temperature, dim:int, logits:Tensor) -> Tensor|None:
+    "softmax(z / tau) for tau < 1 in a second buffer, without the shift; None when z / tau overflowed (`z` is kept for the shifted steps)."
+    y = torch.div(z, temp.tensor)  # an overflow that matters makes its row's maximum infinite, so the row NaN
+    if not math.isnan(torch.softmax(y, dim, out=y).max().item()): return y
+    check_logits(logits, dim)  # raises for bad logits; else z / tau overflowed
+    return None
 
 def _minus(x:Tensor, log_e:Tensor, track:bool) -> Tensor:
     "`z = x - log E` in the noise's buffer; autograd records the in-place form `(-log E) + x`, the same numbers."
@@ -175,11 +188,21 @@ def _tracked_sample(x:Tensor, temp:_Temperature|Tensor, hard:bool, dim:int, gene
     return straight_through(one_hot, y)
 
 def _small_sample(x:Tensor, temp:_Temperature, hard:bool, dim:int, generator) -> Tensor:
-    "The sampler for contiguous float32 CPU `x` of 1 to `_WHOLE_SEARCH_MAX` elements: `_perturbed` written out, the same draws in fewer Python steps."
-    if torch.is_grad_enabled() and x.requires_grad: return _tracked_sample(x, temp, hard, dim, generator, x)
+    "The sampler for contiguous float32 CPU `x` of 1 to `_WHOLE_SEARCH_MAX` elements: `_perturbed` and `_soft` written out, the same sample in fewer Python steps; autograd records plain operations."
     u = torch.rand_like(x) if generator is None else torch.rand_like(x, generator=generator)  # a None keyword costs time here
-    log_e = _log_e_completed(u, generator) if _any_tail(u) else u.log_().neg_().log_()
-    return _from_perturbed(torch.sub(x, log_e, out=log_e), temp, hard, dim, x)
+    lo, hi = torch.aminmax(u)
+    log_e = _log_e_completed(u, generator) if lo.item() < _BULK_LO or hi.item() >= _BULK_HI else u.log_().neg_().log_()
+    track = x.requires_grad and torch.is_grad_enabled()
+    z = x - log_e if track else torch.sub(x, log_e, out=log_e)
+    if hard and not track: return _from_perturbed(z, temp, True, dim, x)
+    one_hot = one_hot_argmax(z.detach(), dim) if hard else None
+    y = z if (t := temp.value) == 1.0 else z.div_(temp.tensor) if t > 1.0 and not track else z / temp.tensor
+    y = torch.softmax(y, dim) if track else torch.softmax(y, dim, out=y)
+    if math.isnan(y.max().item()):  # bad logits, or z / tau overflowed (tau < 1 only: z is intact)
+        check_logits(x, dim)  # raises for bad logits
+        y = torch.softmax((z - z.amax(dim, keepdim=True).detach()) / temp.tensor, dim)
+    return straight_through(one_hot, y) if hard else y
+
 
 # %% ../nbs/12_fast.ipynb #e5ba6789
 def _plain_eager(*tensors) -> bool:
@@ -209,14 +232,15 @@ def fast_gumbel_softmax(logits:Tensor, # unnormalized log-probabilities, any bat
                         generator:torch.Generator|None=None, # source of randomness; the global RNG when None
                        ) -> Tensor: # a point of the simplex along `dim` (one-hot if `hard`), shape and dtype of `logits`
     "The 'fast' backend: chapter 1's Gumbel-softmax on float32 uniforms whose tails are completed to chapter 0's grid."
+    temp = _cpu_float32_temperatures.get(tau) if type(tau) in _NUMBER else None
+    if (temp is not None and type(logits) is Tensor and logits.dtype is _F32 and logits.is_cpu
+            and 0 < logits.numel() <= _WHOLE_SEARCH_MAX and logits.is_contiguous() and type(dim) is int
+            and -(n := logits.ndim) <= dim < n and (generator is None or type(generator) is torch.Generator)
+            and _checks._enabled and not _is_compiling() and not _is_wrapped(logits)):  # the gate: `values_checkable`, and `_checked` would pass
+        return _small_sample(logits, temp, hard, dim, generator)
     if not values_checkable(logits, tau):  # no value may be read: a branch-free formula
         if _plain_eager(logits, tau): return _unchecked_sample(logits, tau, hard, dim, generator)  # validation off
         return reference_gumbel_softmax(logits, tau, hard, dim=dim, generator=generator)  # compiling, vmap, meta
-    temp = _temperatures.get((tau, _F32, None)) if type(tau) in _NUMBER else None
-    if (temp is not None and type(dim) is int and isinstance(logits, Tensor) and logits.dtype is _F32 and logits.is_cpu
-            and 0 < logits.numel() <= _WHOLE_SEARCH_MAX and logits.is_contiguous() and -logits.ndim <= dim < logits.ndim
-            and (generator is None or type(generator) is torch.Generator)):  # the gate: small calls that `_checked` would pass
-        return _small_sample(logits, temp, hard, dim, generator)
     x, temp = _checked(logits, tau, dim, generator)
     if torch.is_grad_enabled() and (x.requires_grad or isinstance(temp, Tensor) and temp.requires_grad):
         y = _tracked_sample(x, temp, hard, dim, generator, logits)

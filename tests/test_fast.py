@@ -18,7 +18,7 @@ import gumbel_tut.fast as fast
 import gumbel_tut.relax as relax
 from gumbel_tut.gumbel import gumbel_cdf
 from gumbel_tut.helpers import chi_square_pvalue
-from gumbel_tut.fast import fast_gumbel_softmax, fast_log_exponential
+from gumbel_tut.fast import fast_gumbel_softmax, fast_log_exponential, _WHOLE_SEARCH_MAX
 from gumbel_tut.counter import counter_gumbel_noise, counter_bits, draw_key, splitmix64, _shift_right
 from gumbel_tut.backends import gumbel_softmax, use_backend, default_backend, BACKENDS
 from gumbel_tut.bench import gumbel_tut_bench
@@ -306,14 +306,20 @@ class NewBuffers(TorchDispatchMode):
 def test_one_bxk_buffer_per_call(shape, tau):
     "Regression: below tau = 1 the soft sample once allocated two more B x K buffers (z / tau, then its softmax)."
     x = torch.randn(shape, generator=gen(43))
-    for hard, want in ((False, 1), (True, 2)):   # the noise buffer, and for hard=True the one-hot
+    # up to 2^16 elements, below tau = 1, z / tau takes a second buffer (at most 256 KiB) instead of two passes
+    quotient = int(tau < 1 and x.numel() <= _WHOLE_SEARCH_MAX)
+    for hard, want in ((False, 1 + quotient), (True, 2)):   # the noise buffer, and for hard=True the one-hot
         with NewBuffers(x.numel() * 4) as buffers: fast_gumbel_softmax(x, tau, hard, generator=gen(44))
         assert len(buffers.ops) == want, (hard, buffers.ops)
-    xg = x.clone().requires_grad_()
-    with NewBuffers(x.numel() * 4) as buffers: fast_gumbel_softmax(xg, tau, generator=gen(44))
-    assert len(buffers.ops) == 1, buffers.ops   # with autograd too: the noise buffer becomes the sample that autograd keeps
+
+@pytest.mark.parametrize('tau', [0.1, 0.5, 1.0, 2.0])
+def test_one_bxk_buffer_per_call_with_autograd(tau):
+    "Above 2^16 elements the soft sample is one autograd node that keeps its one buffer (small calls record plain operations)."
+    x = torch.randn(256, 1024, generator=gen(43)).requires_grad_()
+    with NewBuffers(x.numel() * 4) as buffers: fast_gumbel_softmax(x, tau, generator=gen(44))
+    assert len(buffers.ops) == 1, buffers.ops   # the noise buffer becomes the sample that autograd keeps
     up = torch.ones_like(x)
-    with NewBuffers(x.numel() * 4) as buffers: torch.autograd.grad(fast_gumbel_softmax(xg, tau, generator=gen(44)), xg, up)
+    with NewBuffers(x.numel() * 4) as buffers: torch.autograd.grad(fast_gumbel_softmax(x, tau, generator=gen(44)), x, up)
     assert len(buffers.ops) == 2, buffers.ops   # and the backward pass one more: softmax's backward, divided by tau in place
 
 def test_second_derivatives_float64():
@@ -355,6 +361,17 @@ def test_huge_logits_below_tau_one(tau):
         assert y.isfinite().all() and torch.equal(y.detach()[:2].argmax(-1), torch.tensor([0, 1]))
         g, = torch.autograd.grad(y, xg, torch.randn(y.shape, generator=gen(48)))
         assert g.isfinite().all()
+
+@pytest.mark.parametrize('tau', [1.2e-38, 1e-20, 1e-3, 0.5])
+def test_small_sample_recomputes_an_overflowing_quotient(tau):
+    "Up to 2^16 elements, below tau = 1, z / tau is taken without the shift; where it overflows, the shifted steps redo it from the kept z."
+    x = torch.tensor([[3e38, 0.0, -3e38, float('-inf')], [-3e38, -2.9e38, -3.1e38, -3.3e38], [0.5, 0.0, -1.0, 2.0]] * 50)
+    y = fast_gumbel_softmax(x, tau, generator=gen(47))   # the small path: no autograd, contiguous float32
+    assert y.isfinite().all() and torch.equal(y[:2].argmax(-1), torch.tensor([0, 1]))
+    torch.testing.assert_close(y.sum(-1), torch.ones(len(x)))
+    z = (x - fast_log_exponential(x.shape, gen(47))).double()   # the same draws, shifted by hand
+    torch.testing.assert_close(y.double(), torch.softmax((z - z.amax(-1, keepdim=True)) / tau, -1), rtol=1e-4, atol=1e-6)
+    assert torch.equal(fast_gumbel_softmax(x.clone().requires_grad_(), tau, generator=gen(47)).detach(), y)   # autograd's path agrees
 
 @pytest.mark.parametrize('backend', CPU_BACKENDS)
 @pytest.mark.parametrize('shape,dim', [((0, 4), -1), ((3, 0, 5), -1), ((0, 4), 1)])
