@@ -84,7 +84,8 @@ bench-gpu: setup
 ## results: chapter 4's estimator comparison into nbs/results/vae_<data>.json (long: `nohup make results > results.log 2>&1 &`;
 ##          RESULTS_DATA=digits for one data set, RESULTS_ARGS='--jobs 1' for one run at a time). Stop it any way you like
 ##          (Ctrl-C, kill, kill -9): the next call continues where it stopped. A line per run says what was done, with an
-##          ETA; a second call on a data set in use is refused (status 2)
+##          ETA; a second call on a data set in use is refused (status 2). Each finished run leaves a record in
+##          nbs/results/records/<data>/: commit them, and a call on another machine reuses them instead of training
 RESULTS_DATA ?= digits fashion-mnist
 RESULTS_ARGS ?= --jobs 2
 results: setup

@@ -588,12 +588,15 @@ def cpu_model() -> str:
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 def results_provenance(results:list[dict]) -> str:
-    "A Markdown line saying where the runs come from (all runs of a file come from one call of the script)."
-    prov = results[0]['provenance']
-    assert all(r['provenance'] == prov for r in results), "runs of one file come from one call of the script"
-    m = sorted({r['config']['iw_samples'] for r in results})
-    return (f"{len(results)} runs, made by `{prov['command']}` on {prov['date']} (torch {prov['torch']}, {prov['threads']} "
-            f"thread per run, {prov['jobs']} at once, {prov['cpu']}); {sum(r['stopped'] == 'early' for r in results)} "
+    "A Markdown line saying where the runs come from: one call of the script, or several (records made on several machines)."
+    calls = list({json.dumps(r['provenance'], sort_keys=True): r['provenance'] for r in results}.values())
+    prov, m = calls[0], sorted({r['config']['iw_samples'] for r in results})
+    some = lambda key: ', '.join(sorted({str(c[key]) for c in calls}))
+    made = (f"made by `{prov['command']}` on {prov['date']} (torch {prov['torch']}, {prov['threads']} thread per run, "
+            f"{prov['jobs']} at once, {prov['cpu']})" if len(calls) == 1 else
+            f"made by {len(calls)} calls of `scripts/vae_results.py` from {min(c['date'] for c in calls)} to "
+            f"{max(c['date'] for c in calls)} (torch {some('torch')}; {some('threads')} thread per run; {some('cpu')})")
+    return (f"{len(results)} runs, {made}; {sum(r['stopped'] == 'early' for r in results)} "
             f"stopped early, {sum(r['stopped'] != 'early' for r in results)} at the epoch budget; the importance-weighted "
             f"bound uses m = {', '.join(map(str, m))} samples per test image.")
 

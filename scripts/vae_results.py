@@ -5,7 +5,10 @@ written to nbs/results/vae_<data>.json with the provenance of the runs.
     python scripts/vae_results.py --data digits    # one data set
 
 Each run trains in its own folder under runs/results/<data>/ (a checkpoint every epoch), so a call that was interrupted
-(Ctrl-C, kill -9, a crash, a reboot) continues where it stopped when called again. A run folder is trusted only as far
+(Ctrl-C, kill -9, a crash, a reboot) continues where it stopped when called again. Each finished run also leaves its
+record, the row it contributes to the results file, in nbs/results/records/<data>/: commit the records, and a call on
+another machine (without the run folders) reuses every record made with today's settings, so that a comparison too
+long for one machine's session is spread over several. A run folder is trusted only as far
 as it agrees with itself and with today's settings: its checkpoint (checksummed, written atomically) holds the settings
 and the curve, and its metrics.json must be the evaluation of that checkpoint with those settings. A folder that does
 not agree is continued from its checkpoint, evaluated again, or trained again, and the call says which and why. One
@@ -63,6 +66,7 @@ def cpu_model() -> str:
 
 def results_path(data): return ROOT / 'nbs' / 'results' / f"vae_{data.replace('-', '_')}.json"
 def runs_folder(data): return ROOT / 'runs' / 'results' / data
+def records_folder(data): return ROOT / 'nbs' / 'results' / 'records' / data
 
 
 def next_budget(epochs:int, best_epoch:int, budget:int, patience:int|None) -> int:
@@ -102,14 +106,18 @@ class Plan:
     budget: int = 0
     metrics: dict|None = None
     history: list|None = None
+    row: dict|None = None  # 'recorded': the committed record of the run
 
-ACTIONS = {'finished': 'finished earlier', 'evaluate': 'evaluated again', 'resume': 'resumed', 'train': 'trained', 'redo': 'trained again'}
+ACTIONS = {'recorded': 'recorded earlier', 'finished': 'finished earlier', 'evaluate': 'evaluated again', 'resume': 'resumed', 'train': 'trained', 'redo': 'trained again'}
 
 
-def plan_run(out:Path, want:VAEConfig) -> Plan:
-    "Read the run folder `out` (checkpoint, then metrics.json) and decide what it needs to be the run `want` describes."
+def plan_run(out:Path, want:VAEConfig, record:Path|None=None) -> Plan:
+    "Read the run folder `out` (checkpoint, then metrics.json), else the run's `record`, and decide what it needs to be the run `want` describes."
     ck_path = out / CHECKPOINT
-    if not ck_path.exists(): return Plan('train', budget=want.epochs)
+    if not ck_path.exists():
+        if record is None or not record.exists(): return Plan('train', budget=want.epochs)
+        row, problem = read_record(record, want)
+        return Plan('recorded', row=row) if row else Plan('train', problem, budget=want.epochs)
     try: ck = load_checkpoint(ck_path, keys=('config', 'epoch', 'best_epoch', 'best_valid', 'history'))
     except CheckpointError as e: return Plan('redo', str(e), budget=want.epochs)
     saved, epoch, history = ck['config'], ck['epoch'], ck['history']
@@ -145,6 +153,46 @@ def _read_metrics(path:Path, want:VAEConfig, ck:dict) -> tuple[dict|None, str]:
     if diff := {k: (m[k], v) for k, v in expect.items() if m[k] != v}:
         return None, f"{path} does not match its checkpoint: {_changes(diff)}"
     return m, ''
+
+
+def run_row(data:str, config:VAEConfig, m:dict, history:list, provenance:dict) -> dict:
+    "The row of the results file for the run `config`: its metrics `m` (from metrics.json), its curves and `provenance`."
+    return dict(data=data, estimator=config.estimator, seed=config.seed, latent=config.latent, binarize=config.binarize,
+                steps=m['steps'], best_epoch=m['best_epoch'], epochs=m['epochs'], stopped=m['stopped'],
+                test_neg_elbo_hard=m['test_neg_elbo_hard'], test_nll_iw=m['test_nll_iw'],
+                valid_neg_elbo_hard=m['valid_neg_elbo_hard'], train_neg_elbo_hard=m['train_neg_elbo_hard'],
+                seconds=m['seconds'], valid_curve=[r['valid_neg_elbo_hard'] for r in history],
+                train_curve=[r['train_loss'] for r in history], config=m['config'], provenance=provenance)
+
+
+def read_record(path:Path, want:VAEConfig) -> tuple[dict|None, str]:
+    "The record at `path` if it is a finished run of `want` under RULES, else None and what is wrong with it."
+    try: row = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: return None, f"{path} is damaged ({type(e).__name__}: {e})"
+    keys = ('estimator', 'seed', 'epochs', 'best_epoch', 'stopped', 'valid_curve', 'train_curve', 'config', 'provenance', *ROW_METRICS)
+    if not isinstance(row, dict) or not set(keys) <= set(row) or not isinstance(row['config'], dict):
+        return None, f"{path} lacks some of {', '.join(keys)}"
+    if diff := {k: (row['config'].get(k), v) for k, v in asdict(want).items() if k != 'epochs' and row['config'].get(k) != v}:
+        return None, f"{path} was made with other settings: {_changes(diff)}"
+    curve, epochs = row['valid_curve'], row['epochs']
+    if not (isinstance(curve, list) and len(curve) == epochs == len(row['train_curve']) and curve
+            and best_epochs(curve)[-1] == row['best_epoch'] and stop_epoch(curve, want.patience, want.epochs) == epochs
+            and (row['estimator'], row['seed']) == (want.estimator, want.seed)):
+        return None, f"{path} is not a run that RULES ends at its epoch {epochs}"
+    return row, ''
+
+
+def write_record(path:Path, row:dict) -> dict:
+    "Write `row` to `path` atomically, unless the record there already holds the same run: the record as it now stands."
+    try:
+        old = json.loads(path.read_text())
+        if {k: v for k, v in old.items() if k != 'provenance'} == {k: v for k, v in row.items() if k != 'provenance'}:
+            return old  # the same run: its record keeps the provenance of the call that made it
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError): pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(json.dumps(row, indent=1) + '\n'); os.replace(tmp, path)
+    return row
 
 
 def run_one(data:str, config:VAEConfig, out:Path, threads:int) -> tuple[Plan, dict, list, float]:
@@ -228,15 +276,21 @@ def main(argv=None):
     lock = lock_output(folder)  # noqa: F841 (held until the process ends)
     configs = [VAEConfig(**{**setting['config'], 'estimator': est, 'seed': seed}) for seed in setting['seeds'] for est in setting['estimators']]
     outs = [folder / f'{c.estimator}-seed{c.seed}' for c in configs]
-    plans = [plan_run(out, c) for out, c in zip(outs, configs)]
+    records = [records_folder(a.data) / f'{out.name}.json' for out in outs]
+    plans = [plan_run(out, c, record) for out, c, record in zip(outs, configs, records)]
     n = len(configs)
     count = lambda *actions: sum(pl.action in actions for pl in plans)
-    print(f"{a.data}: {n} runs in {folder}: {count('finished')} finished, {count('resume', 'evaluate')} to resume or evaluate, "
+    print(f"{a.data}: {n} runs in {folder}: {count('finished')} finished, {count('recorded')} recorded in {records_folder(a.data)}, "
+          f"{count('resume', 'evaluate')} to resume or evaluate, "
           f"{count('train', 'redo')} to train; {a.jobs} at once, {a.threads} thread(s) each", flush=True)
     for c, pl in zip(configs, plans):
         if pl.why: print(f"  {c.estimator} seed {c.seed}: {pl.action}: {pl.why}", flush=True)
-    done, failed, took = {}, {}, {}  # index -> (metrics, history); index -> error; estimator -> wall seconds of runs trained here
-    todo = [i for i, pl in enumerate(plans) if pl.action != 'finished']
+    done, failed, took = {}, {}, {}  # index -> row; index -> error; estimator -> wall seconds of runs trained here
+    todo = [i for i, pl in enumerate(plans) if pl.action not in ('finished', 'recorded')]
+    provenance = lambda: dict(command=' '.join(['python', 'scripts/vae_results.py', *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+                              gumbel_tut=gumbel_tut.__version__, torch=torch.__version__, python=platform.python_version(),
+                              threads=a.threads, jobs=a.jobs, cpu=cpu_model(), os=platform.platform(),
+                              date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))
 
     def report(i, result=None, error=None):
         "One line per run as it ends: what was done, its numbers, the counts, the expected end."
@@ -244,15 +298,15 @@ def main(argv=None):
         if error is not None: failed[i] = f"{c.estimator} seed {c.seed}: {error}"; what = f"FAILED: {error}"
         else:
             plan, m, history, seconds = result
-            done[i] = (m, history)
+            done[i] = plan.row if plan.action == 'recorded' else write_record(records[i], run_row(a.data, c, m, history, provenance()))
             if plan.action in ('train', 'redo'): took.setdefault(c.estimator, []).append(seconds)
-            what = ACTIONS[plan.action] + ('' if plan.action == 'finished' else f" in {seconds:.0f} s") + f", {_summary(m)}"
+            what = ACTIONS[plan.action] + ('' if plan.action in ('finished', 'recorded') else f" in {seconds:.0f} s") + f", {_summary(m)}"
         left = [configs[j].estimator for j in todo if j not in done and j not in failed]
         print(f"[{len(done) + len(failed)}/{n}] {c.estimator} seed {c.seed}: {what} | {len(done) + len(failed)} done, "
               f"{min(a.jobs, len(left))} running, {max(0, len(left) - a.jobs)} queued{_eta(left, took, a.jobs)}", flush=True)
 
     for i, pl in enumerate(plans):
-        if pl.action == 'finished': report(i, (pl, pl.metrics, pl.history, 0.))
+        if pl.action in ('finished', 'recorded'): report(i, (pl, pl.metrics or pl.row, pl.history, 0.))
     errors = (ValueError, OSError, NonFiniteLossError)  # a run's own failure (its message names it); the other runs go on
     try:
         if a.jobs == 1:
@@ -278,20 +332,7 @@ def main(argv=None):
     if failed:
         print(f"{PROG}: error: {len(failed)} of {n} runs failed, so {path} was not written: " + '; '.join(failed.values()), file=sys.stderr)
         return 1
-    rows = []
-    for i, config in enumerate(configs):
-        m, history = done[i]
-        rows.append(dict(data=a.data, estimator=config.estimator, seed=config.seed, latent=config.latent, binarize=config.binarize,
-                         steps=m['steps'], best_epoch=m['best_epoch'], epochs=m['epochs'], stopped=m['stopped'],
-                         test_neg_elbo_hard=m['test_neg_elbo_hard'], test_nll_iw=m['test_nll_iw'],
-                         valid_neg_elbo_hard=m['valid_neg_elbo_hard'], train_neg_elbo_hard=m['train_neg_elbo_hard'],
-                         seconds=m['seconds'], valid_curve=[r['valid_neg_elbo_hard'] for r in history],
-                         train_curve=[r['train_loss'] for r in history], config=m['config']))
-    provenance = dict(command=' '.join(['python', 'scripts/vae_results.py', *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
-                      gumbel_tut=gumbel_tut.__version__, torch=torch.__version__, python=platform.python_version(),
-                      threads=a.threads, jobs=a.jobs, cpu=cpu_model(), os=platform.platform(),
-                      date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))
-    rows = [{**r, 'provenance': provenance} for r in rows]
+    rows = [done[i] for i in range(n)]  # each with the provenance of the call that trained or evaluated it
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     tmp.write_text(json.dumps(rows, indent=1) + '\n'); os.replace(tmp, path)

@@ -46,7 +46,8 @@ def test_results_file(data):
     assert {e for e, _ in runs} == set(setting['estimators']), "every estimator of the script, and no other"
     assert all(sum(e == est for e, _ in runs) >= MIN_SEEDS[data] for est in setting['estimators'])
     assert {s for _, s in runs} == set(setting['seeds'])
-    assert len({json.dumps(r['provenance'], sort_keys=True) for r in rows}) == 1, "one call of the script made the file"
+    # one call of the script made the file, or several whose committed records it combines (nbs/results/records/<data>/)
+    assert all(r['provenance']['command'].startswith('python scripts/vae_results.py') for r in rows)
 
 
 # Data sets whose committed file predates RULES, and why it has not been made again. Each entry is checked: its file

@@ -65,7 +65,7 @@ def copy(finished, tmp_path):
 def test_progress_lines(finished, copy):
     "One line per run as it ends (what was done, counts of finished, running and queued runs), an ETA from the runs already trained."
     out = finished[2].splitlines()
-    assert re.match(r"digits: 2 runs in .*: 0 finished, 0 to resume or evaluate, 2 to train", out[0]), out[0]
+    assert re.match(r"digits: 2 runs in .*: 0 finished, 0 recorded in .*, 0 to resume or evaluate, 2 to train", out[0]), out[0]
     assert re.match(r"\[1/2\] gs seed 0: trained in \d+ s, \d+ epochs \(early\), best \d+: .* \| 1 done, 1 running, 0 queued \| ETA in ", out[1]), out[1]
     assert re.match(r"\[2/2\] st seed 0: trained in .* \| 2 done, 0 running, 0 queued$", out[2]), out[2]
     rc, out, err = call(copy, TINY)
@@ -121,6 +121,50 @@ def test_changed_settings_are_applied_to_finished_runs(finished, copy, tmp_path,
     assert rc == 0, err
     assert essence(rows(copy)) == essence(rows(tmp_path / 'fresh'))
     assert all(r['config'][k] == v for r in rows(copy) for k, v in change.items())
+
+
+def records(root): return root / 'nbs' / 'results' / 'records' / 'digits'
+
+
+def test_records_alone_make_the_file_on_another_machine(finished, tmp_path):
+    "The committed records of finished runs, without their run folders (another machine), make the same file without training."
+    other = tmp_path / 'other'
+    shutil.copytree(records(finished[0]), records(other))
+    rc, out, err = call(other, TINY)
+    assert rc == 0 and re.match(r"digits: 2 runs in .*: 0 finished, 2 recorded in ", out) and '[2/2] st seed 0: recorded earlier' in out, out + err
+    assert rows(other) == rows(finished[0]), "the same rows, each with the provenance of the call that trained it"
+    assert not runs(other).exists() or not any(runs(other).glob('*/checkpoint.pt')), "nothing was trained"
+
+
+def _record_edit(path, change):
+    r = json.loads(path.read_text()); change(r); path.write_text(json.dumps(r))
+
+
+def _record_curve_cut(path):
+    "A record whose curves end at their best epoch: a run that RULES would not have ended there."
+    r = json.loads(path.read_text()); r['epochs'] = r['best_epoch']
+    r['valid_curve'], r['train_curve'] = r['valid_curve'][:r['best_epoch']], r['train_curve'][:r['best_epoch']]
+    path.write_text(json.dumps(r))
+
+BAD_RECORD = {
+    'truncated': lambda path: path.write_text(path.read_text()[:200]),
+    'not an object': lambda path: path.write_text('[]'),
+    'other settings': lambda path: _record_edit(path, lambda r: r['config'].update(lr=r['config']['lr'] * 2)),
+    'still improving': _record_curve_cut,
+}
+
+
+@pytest.mark.parametrize('bad', BAD_RECORD)
+def test_a_bad_record_is_trained_again_not_reported(finished, tmp_path, bad):
+    "A record that is damaged, made with other settings, or not a finished run under RULES is trained again, and named."
+    other = tmp_path / 'other'
+    shutil.copytree(records(finished[0]), records(other))
+    BAD_RECORD[bad](records(other) / 'gs-seed0.json')
+    rc, out, err = call(other, TINY)
+    assert rc == 0 and 'Traceback' not in err, err
+    assert re.search(r"^  gs seed 0: train: .*gs-seed0.json", out, re.M) and 'st seed 0: recorded earlier' in out, out
+    assert essence(rows(other)) == essence(finished[1]), "the rows of the undisturbed call"
+    assert essence([json.loads((records(other) / 'gs-seed0.json').read_text())]) == essence(finished[1][:1]), "the record is made again"
 
 
 def _children(pid):
