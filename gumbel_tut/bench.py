@@ -151,10 +151,11 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', type=_option(_device), default='auto', help='cpu, cuda, or auto (cuda when available)')
     p.add_argument('--modes', type=_option(_modes), default=','.join(MODES), help='comma-separated modes')
     p.add_argument('--rounds', type=_option(_positive_int), default=15, help='interleaved timed rounds per row (medians and IQR reported)')
-    p.add_argument('--taus', type=_option(_taus), default=None, help='comma-separated temperatures, a row for each (default: 1)')
-    p.add_argument('--tau', type=_option(_tau), default=None, help='one temperature (instead of --taus)')
+    p.add_argument('--taus', type=_option(_taus), default=argparse.SUPPRESS,  # no '(default: None)' in the help
+                   help='comma-separated temperatures, a row for each (default: 1)')
+    p.add_argument('--tau', type=_option(_tau), default=argparse.SUPPRESS, help='one temperature (instead of --taus)')
     p.add_argument('--backend', type=_option(_check_backend), default='fast', help=f"the backend to time: {', '.join(BACKENDS)}")
-    p.add_argument('--threads', type=_option(_positive_int), default=None, help="torch threads during timing (default: torch's current count)")
+    p.add_argument('--threads', type=_option(_positive_int), default=argparse.SUPPRESS, help="torch threads during timing (default: torch's current count)")
     p.add_argument('--json', default=None, metavar='PATH', help='also write the rows as a JSON list of objects to PATH')
     p.add_argument('--version', action='version', version=f'gumbel-tut-bench {__version__}')
     return p
@@ -164,12 +165,13 @@ def gumbel_tut_bench(argv:list[str]|None=None, # command-line arguments (None: `
     "The console script `gumbel-tut-bench`: benchmark a backend against `F.gumbel_softmax` and `clone`, print a Markdown table."
     p = bench_parser()
     args = p.parse_args(argv)
-    if args.tau is not None and args.taus is not None: p.error('--tau: give one temperature with --tau or several with --taus, not both')
-    taus = [args.tau] if args.tau is not None else args.taus or [1.0]
+    tau, taus = getattr(args, 'tau', None), getattr(args, 'taus', None)
+    if tau is not None and taus is not None: p.error('--tau: give one temperature with --tau or several with --taus, not both')
+    taus = [tau] if tau is not None else taus or [1.0]
     if args.json:
         try: open(args.json, 'w').close()  # fail now, not after the timing
         except OSError as e: p.error(f"--json: cannot write {args.json!r} ({e.strerror})")
-    threads = args.threads or torch.get_num_threads()
+    threads = getattr(args, 'threads', None) or torch.get_num_threads()
     print(f'# gumbel-tut-bench: torch {torch.__version__}, device {args.device}, threads {threads}, backend {args.backend}, '
           f'{time.strftime("%Y-%m-%d %H:%M")}')
     rows = bench_rows(args.shapes, args.dtypes, args.device, args.modes, args.rounds, taus, args.backend, threads)

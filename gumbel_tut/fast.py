@@ -86,6 +86,7 @@ class _Temperature(NamedTuple):
     "A numeric temperature that `check_tau` accepted, with the tensor the sample divides by."
     value:float # the checked number: compared with 1 to choose the steps of the sample
     tensor:Tensor # the same number as a 0-d tensor of the compute dtype (`check_tau` admits only numbers that it holds)
+    negative:Tensor # its negative, the divisor of `log E - x` (an in-place subtraction is cheaper than `x - log E`)
 
 _temperatures = {}  # (tau, dtype, None on the CPU else the device) -> _Temperature: a tau seen before costs one lookup
 _cpu_float32_temperatures = {}  # tau -> the same _Temperature, for the gate of small calls
@@ -96,7 +97,7 @@ def _temperature(tau, logits:Tensor, dim:int, dtype:torch.dtype) -> _Temperature
     if type(tau) in _NUMBER and (temp := _temperatures.get(key)) is not None: return temp
     checked = check_tau(tau)
     if isinstance(checked, Tensor): return _tau_against(checked, logits, dim % logits.dim(), dtype)
-    temp = _Temperature(checked, torch.tensor(checked, dtype=dtype, device=key[2]))
+    temp = _Temperature(checked, *torch.tensor([checked, -checked], dtype=dtype, device=key[2]))
     if type(tau) in _NUMBER:
         if len(_temperatures) >= 64:  # an annealing schedule makes many values: keep the caches small
             _temperatures.clear(); _cpu_float32_temperatures.clear()
@@ -192,15 +193,21 @@ def _small_sample(x:Tensor, temp:_Temperature, hard:bool, dim:int, generator) ->
     u = torch.rand_like(x) if generator is None else torch.rand_like(x, generator=generator)  # a None keyword costs time here
     lo, hi = torch.aminmax(u)
     log_e = _log_e_completed(u, generator) if lo.item() < _BULK_LO or hi.item() >= _BULK_HI else u.log_().neg_().log_()
-    track = x.requires_grad and torch.is_grad_enabled()
-    z = x - log_e if track else torch.sub(x, log_e, out=log_e)
-    if hard and not track: return _from_perturbed(z, temp, True, dim, x)
-    one_hot = one_hot_argmax(z.detach(), dim) if hard else None
-    y = z if (t := temp.value) == 1.0 else z.div_(temp.tensor) if t > 1.0 and not track else z / temp.tensor
-    y = torch.softmax(y, dim) if track else torch.softmax(y, dim, out=y)
-    if math.isnan(y.max().item()):  # bad logits, or z / tau overflowed (tau < 1 only: z is intact)
+    t, track = temp.value, x.requires_grad and torch.is_grad_enabled()
+    if hard and not track: return _from_perturbed(torch.sub(x, log_e, out=log_e), temp, True, dim, x)
+    if track or t == 1.0:  # z = x - log E; autograd records plain operations
+        z = x - log_e if track else torch.sub(x, log_e, out=log_e)
+        one_hot = one_hot_argmax(z.detach(), dim) if hard else None
+        y = torch.softmax(z, dim, out=z) if not track else torch.softmax(z if t == 1.0 else z / temp.tensor, dim)
+    else:  # z / tau as (log E - x) / (-tau): the same numbers, from a cheaper in-place subtraction
+        z = one_hot = None
+        w = log_e.sub_(x)  # below tau = 1 the quotient takes a new buffer: w = -z is kept
+        q = w.div_(temp.negative) if t > 1.0 else torch.div(w, temp.negative)
+        y = torch.softmax(q, dim, out=q)
+    if math.isnan(torch.max(y).item()):  # bad logits, else tau < 1 and z / tau overflowed (z, or w = -z, is intact)
         check_logits(x, dim)  # raises for bad logits
-        y = torch.softmax((z - z.amax(dim, keepdim=True).detach()) / temp.tensor, dim)
+        y = (torch.softmax((z - z.amax(dim, keepdim=True).detach()) / temp.tensor, dim) if z is not None
+             else torch.softmax((w - w.amin(dim, keepdim=True)) / temp.negative, dim))
     return straight_through(one_hot, y) if hard else y
 
 

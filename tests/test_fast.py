@@ -373,6 +373,15 @@ def test_small_sample_recomputes_an_overflowing_quotient(tau):
     torch.testing.assert_close(y.double(), torch.softmax((z - z.amax(-1, keepdim=True)) / tau, -1), rtol=1e-4, atol=1e-6)
     assert torch.equal(fast_gumbel_softmax(x.clone().requires_grad_(), tau, generator=gen(47)).detach(), y)   # autograd's path agrees
 
+@pytest.mark.parametrize('tau', [0.1, 0.3, 1.0, 2.5, 7.0])
+@pytest.mark.parametrize('shape,dim', [((32, 2), -1), ((100, 200), 0), ((5, 7, 9), 1)])
+def test_small_sample_is_the_formula_bit_for_bit(tau, shape, dim):
+    "The small path divides log E - x by -tau without autograd: the same numbers as (x - log E) / tau, which autograd's path records."
+    x = torch.randn(shape, generator=gen(48)) * 3
+    want = torch.softmax((x - fast_log_exponential(shape, gen(49))) / tau, dim)
+    assert torch.equal(fast_gumbel_softmax(x, tau, dim=dim, generator=gen(49)), want)
+    assert torch.equal(fast_gumbel_softmax(x.clone().requires_grad_(), tau, dim=dim, generator=gen(49)).detach(), want)
+
 @pytest.mark.parametrize('backend', CPU_BACKENDS)
 @pytest.mark.parametrize('shape,dim', [((0, 4), -1), ((3, 0, 5), -1), ((0, 4), 1)])
 def test_empty_batch_gives_an_empty_sample(backend, shape, dim):
