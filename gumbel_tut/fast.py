@@ -97,7 +97,8 @@ def _temperature(tau, logits:Tensor, dim:int, dtype:torch.dtype) -> _Temperature
     if type(tau) in _NUMBER and (temp := _temperatures.get(key)) is not None: return temp
     checked = check_tau(tau)
     if isinstance(checked, Tensor): return _tau_against(checked, logits, dim % logits.dim(), dtype)
-    temp = _Temperature(checked, *torch.tensor([checked, -checked], dtype=dtype, device=key[2]))
+    divisor = torch.tensor(checked, dtype=dtype, device=key[2])
+    temp = _Temperature(checked, divisor, -divisor)
     if type(tau) in _NUMBER:
         if len(_temperatures) >= 64:  # an annealing schedule makes many values: keep the caches small
             _temperatures.clear(); _cpu_float32_temperatures.clear()
@@ -198,7 +199,7 @@ def _small_sample(x:Tensor, temp:_Temperature, hard:bool, dim:int, generator) ->
     if track or t == 1.0:  # z = x - log E; autograd records plain operations
         z = x - log_e if track else torch.sub(x, log_e, out=log_e)
         one_hot = one_hot_argmax(z.detach(), dim) if hard else None
-        y = torch.softmax(z, dim, out=z) if not track else torch.softmax(z if t == 1.0 else z / temp.tensor, dim)
+        y = torch.softmax(z if t == 1.0 else z / temp.tensor, dim) if track else torch.softmax(z, dim, out=z)
     else:  # z / tau as (log E - x) / (-tau): the same numbers, from a cheaper in-place subtraction
         z = one_hot = None
         w = log_e.sub_(x)  # below tau = 1 the quotient takes a new buffer: w = -z is kept
