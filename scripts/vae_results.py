@@ -91,8 +91,9 @@ def stop_epoch(curve:list[float], patience:int|None, budget:int) -> int|None:
 
 
 ADJUSTABLE = ('epochs', 'patience', 'iw_samples')  # a run can be continued or evaluated again with other values of these
-ROW_METRICS = ('test_neg_elbo_hard', 'test_nll_iw', 'valid_neg_elbo_hard', 'train_neg_elbo_hard', 'best_epoch', 'epochs',
-               'steps', 'stopped', 'seconds', 'config')
+ROW_METRICS = ('test_neg_elbo_hard', 'test_nll_iw', 'test_rec', 'test_kl', 'valid_neg_elbo_hard', 'train_neg_elbo_hard',
+               'best_epoch', 'epochs', 'steps', 'stopped', 'seconds', 'config')
+CURVES = ('valid_curve', 'train_curve', 'kl_curve')  # per epoch: validation -ELBO (hard), training loss, training KL term
 
 
 def _changes(diff:dict) -> str: return ', '.join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -159,23 +160,24 @@ def run_row(data:str, config:VAEConfig, m:dict, history:list, provenance:dict) -
     "The row of the results file for the run `config`: its metrics `m` (from metrics.json), its curves and `provenance`."
     return dict(data=data, estimator=config.estimator, seed=config.seed, latent=config.latent, binarize=config.binarize,
                 steps=m['steps'], best_epoch=m['best_epoch'], epochs=m['epochs'], stopped=m['stopped'],
-                test_neg_elbo_hard=m['test_neg_elbo_hard'], test_nll_iw=m['test_nll_iw'],
-                valid_neg_elbo_hard=m['valid_neg_elbo_hard'], train_neg_elbo_hard=m['train_neg_elbo_hard'],
-                seconds=m['seconds'], valid_curve=[r['valid_neg_elbo_hard'] for r in history],
-                train_curve=[r['train_loss'] for r in history], config=m['config'], provenance=provenance)
+                test_neg_elbo_hard=m['test_neg_elbo_hard'], test_nll_iw=m['test_nll_iw'], test_rec=m['test_rec'],
+                test_kl=m['test_kl'], valid_neg_elbo_hard=m['valid_neg_elbo_hard'],
+                train_neg_elbo_hard=m['train_neg_elbo_hard'], seconds=m['seconds'],
+                valid_curve=[r['valid_neg_elbo_hard'] for r in history], train_curve=[r['train_loss'] for r in history],
+                kl_curve=[r['train_kl'] for r in history], config=m['config'], provenance=provenance)
 
 
 def read_record(path:Path, want:VAEConfig) -> tuple[dict|None, str]:
     "The record at `path` if it is a finished run of `want` under RULES, else None and what is wrong with it."
     try: row = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: return None, f"{path} is damaged ({type(e).__name__}: {e})"
-    keys = ('estimator', 'seed', 'epochs', 'best_epoch', 'stopped', 'valid_curve', 'train_curve', 'config', 'provenance', *ROW_METRICS)
+    keys = ('estimator', 'seed', 'provenance', *CURVES, *ROW_METRICS)
     if not isinstance(row, dict) or not set(keys) <= set(row) or not isinstance(row['config'], dict):
         return None, f"{path} lacks some of {', '.join(keys)}"
     if diff := {k: (row['config'].get(k), v) for k, v in asdict(want).items() if k != 'epochs' and row['config'].get(k) != v}:
         return None, f"{path} was made with other settings: {_changes(diff)}"
     curve, epochs = row['valid_curve'], row['epochs']
-    if not (isinstance(curve, list) and len(curve) == epochs == len(row['train_curve']) and curve
+    if not (all(isinstance(row[k], list) and len(row[k]) == epochs for k in CURVES) and curve
             and best_epochs(curve)[-1] == row['best_epoch'] and stop_epoch(curve, want.patience, want.epochs) == epochs
             and (row['estimator'], row['seed']) == (want.estimator, want.seed)):
         return None, f"{path} is not a run that RULES ends at its epoch {epochs}"
@@ -183,12 +185,14 @@ def read_record(path:Path, want:VAEConfig) -> tuple[dict|None, str]:
 
 
 def write_record(path:Path, row:dict) -> dict:
-    "Write `row` to `path` atomically, unless the record there already holds the same run: the record as it now stands."
+    """Write `row` to `path` atomically, unless the record there already holds the same run: the record as it now stands.
+    A record of the same run that lacks fields this script now records gets them and keeps its provenance."""
     try:
         old = json.loads(path.read_text())
-        if {k: v for k, v in old.items() if k != 'provenance'} == {k: v for k, v in row.items() if k != 'provenance'}:
-            return old  # the same run: its record keeps the provenance of the call that made it
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError): pass
+        if all(row[k] == v for k, v in old.items() if k != 'provenance') and set(old) <= set(row):
+            row = {**row, 'provenance': old['provenance']}  # the same run: the provenance of the call that made it
+            if old == row: return old
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError): pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     tmp.write_text(json.dumps(row, indent=1) + '\n'); os.replace(tmp, path)

@@ -143,7 +143,7 @@ def _record_edit(path, change):
 def _record_curve_cut(path):
     "A record whose curves end at their best epoch: a run that RULES would not have ended there."
     r = json.loads(path.read_text()); r['epochs'] = r['best_epoch']
-    r['valid_curve'], r['train_curve'] = r['valid_curve'][:r['best_epoch']], r['train_curve'][:r['best_epoch']]
+    for k in ('valid_curve', 'train_curve', 'kl_curve'): r[k] = r[k][:r['best_epoch']]
     path.write_text(json.dumps(r))
 
 BAD_RECORD = {
@@ -151,6 +151,7 @@ BAD_RECORD = {
     'not an object': lambda path: path.write_text('[]'),
     'other settings': lambda path: _record_edit(path, lambda r: r['config'].update(lr=r['config']['lr'] * 2)),
     'still improving': _record_curve_cut,
+    'without its KL curve': lambda path: _record_edit(path, lambda r: r.pop('kl_curve')),
 }
 
 
@@ -165,6 +166,22 @@ def test_a_bad_record_is_trained_again_not_reported(finished, tmp_path, bad):
     assert re.search(r"^  gs seed 0: train: .*gs-seed0.json", out, re.M) and 'st seed 0: recorded earlier' in out, out
     assert essence(rows(other)) == essence(finished[1]), "the rows of the undisturbed call"
     assert essence([json.loads((records(other) / 'gs-seed0.json').read_text())]) == essence(finished[1][:1]), "the record is made again"
+
+
+def test_a_record_lacking_new_fields_is_completed_from_its_run_folder(finished, copy):
+    "A record made before the script recorded the KL terms gets them from its run folder, and keeps its provenance."
+    path = records(copy) / 'gs-seed0.json'
+    r = json.loads(path.read_text())
+    old = {k: v for k, v in r.items() if k not in ('test_rec', 'test_kl', 'kl_curve')}
+    old['provenance'] = dict(r['provenance'], date='an earlier call')
+    path.write_text(json.dumps(old))
+    rc, out, err = call(copy, TINY)
+    assert rc == 0 and 'gs seed 0: finished earlier' in out, out + err
+    assert json.loads(path.read_text()) == dict(r, provenance=old['provenance'])
+    assert rows(copy)[0]['provenance']['date'] == 'an earlier call'
+    row = rows(copy)[0]
+    assert abs(row['test_rec'] + row['test_kl'] - row['test_neg_elbo_hard']) < 1e-6 * row['test_neg_elbo_hard']
+    assert len(row['kl_curve']) == row['epochs'] and min(row['kl_curve']) >= 0
 
 
 def _children(pid):
