@@ -588,14 +588,13 @@ def cpu_model() -> str:
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 def results_provenance(results:list[dict]) -> str:
-    "A Markdown line saying where the runs come from: one call of the script, or several (records made on several machines)."
-    calls = list({json.dumps(r['provenance'], sort_keys=True): r['provenance'] for r in results}.values())
-    prov, m = calls[0], sorted({r['config']['iw_samples'] for r in results})
-    some = lambda key: ', '.join(sorted({str(c[key]) for c in calls}))
-    made = (f"made by `{prov['command']}` on {prov['date']} (torch {prov['torch']}, {prov['threads']} thread per run, "
-            f"{prov['jobs']} at once, {prov['cpu']})" if len(calls) == 1 else
-            f"made by {len(calls)} calls of `scripts/vae_results.py` from {min(c['date'] for c in calls)} to "
-            f"{max(c['date'] for c in calls)} (torch {some('torch')}; {some('threads')} thread per run; {some('cpu')})")
+    "A Markdown line saying where the runs come from: command, versions and machines, and when their rows were made."
+    provs = [r['provenance'] for r in results]
+    m, dates = sorted({r['config']['iw_samples'] for r in results}), sorted(p['date'] for p in provs)
+    some = lambda key, sep=', ': sep.join(sorted({str(p[key]) for p in provs}))
+    when = f"on {dates[0]}" if dates[0] == dates[-1] else f"from {dates[0]} to {dates[-1]}"
+    made = (f"made by `{some('command', '`, `')}` {when} (torch {some('torch')}; {some('threads')} thread per run; "
+            f"{some('jobs')} at once; {some('cpu')})")
     return (f"{len(results)} runs, {made}; {sum(r['stopped'] == 'early' for r in results)} "
             f"stopped early, {sum(r['stopped'] != 'early' for r in results)} at the epoch budget; the importance-weighted "
             f"bound uses m = {', '.join(map(str, m))} samples per test image.")
